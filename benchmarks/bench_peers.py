@@ -1,0 +1,758 @@
+"""Side-by-side wall-clock benchmark of nbpool against other process pools.
+
+Compares, in ONE process invocation and with ``n_jobs=2``:
+
+* ``nbpool``  -- ``nbpool.WorkerPool`` (start method: its default ``'auto'`` unless
+  ``--start-method`` is given)
+* ``mpire``   -- ``mpire.WorkerPool``
+* ``mp``      -- ``multiprocessing.Pool`` (default chunksize)
+* ``ppe``     -- ``concurrent.futures.ProcessPoolExecutor`` (``map`` with
+  ``chunksize = ceil(n / (4 * n_jobs))``, the same rule ``multiprocessing.Pool`` uses)
+* ``joblib``  -- ``joblib.Parallel`` with the loky backend (its reusable executor is shut
+  down at the end of every timing, so each timing starts fresh workers)
+* ``serial``  -- plain ``map`` in this process (baseline)
+
+Every timing includes starting and stopping the pool. Workloads:
+
+* ``S``      start a pool, map a no-op over 2 items, stop it
+* ``A``      ``x * x`` over ``range(1_000_000)`` (a million tiny tasks)
+* ``B``      2,000 pure-Python CPU tasks of ~1 ms each (busy loop calibrated at start-up)
+* ``C_arg``  200 float64 arrays of 8 MB as arguments, each task returns ``arr.sum()``
+* ``C_ret``  200 arrays of 8 MB in, ``arr * 2`` (8 MB) out
+* ``D``      0.45 s per-worker initialisation stored in worker state, then 1,000 light
+  tasks that use it (mpire/nbpool: ``use_worker_state`` + ``worker_init``; mp/ppe:
+  ``initializer`` + a global; joblib: lazily initialised per-process global)
+* ``E``      400 busy-loop tasks, the first 40 take 50x longer (50 ms vs 1 ms); reports
+  the total and the time to the first result (``imap_unordered`` / ``as_completed`` /
+  ``return_as='generator_unordered'``)
+
+Each cell is the median of ``--repeats`` runs; the order of the libraries is rotated on
+every repeat to spread drift. A library that fails (or exceeds ``--timeout`` seconds)
+shows an error in its cell; the rest of the run goes on. The machine may be small and
+noisy: read the numbers as rough ratios, nothing here asserts on timings.
+
+BLAS thread pools are limited to one thread (``OPENBLAS_NUM_THREADS=1`` etc., unless the
+variables are already set) so that importing numpy does not start threads in this
+process: none of the workloads use BLAS, and a threaded parent would make nbpool's
+``'auto'`` pick forkserver instead of fork. The start method nbpool resolved is printed.
+
+Run::
+
+    python benchmarks/bench_peers.py [--quick]
+    python benchmarks/bench_peers.py --libs mpire,mp,ppe,joblib,serial --workloads S,A,E
+    python benchmarks/bench_peers.py --repeats 5 --json /tmp/bench.json
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import gc  # noqa: E402
+import importlib  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import platform  # noqa: E402
+import signal  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+
+N_JOBS = 2
+ALL_LIBS = ("nbpool", "mpire", "mp", "ppe", "joblib", "serial")
+PEERS = ("mpire", "mp", "ppe", "joblib")
+ALL_WORKLOADS = ("S", "A", "B", "C_arg", "C_ret", "D", "E")
+INIT_SLEEP = 0.45
+STATE_VALUE = 7
+
+
+# --------------------------------------------------------------------------------------
+# Task functions. They live at module level and the benchmark uses them through the
+# module imported under its own name ("bench_peers"), so every library pickles them by
+# reference, whatever the start method.
+# --------------------------------------------------------------------------------------
+
+
+def noop(x):
+    return x
+
+
+def square(x):
+    return x * x
+
+
+def busy(n):
+    """Pure-Python CPU work; returns n so results are easy to check."""
+    acc = 0
+    for i in range(n):
+        acc += i ^ (acc & 7)
+    return n if acc >= 0 else -1
+
+
+def arr_sum(arr):
+    return float(arr.sum())
+
+
+def arr_double(arr):
+    return arr * 2
+
+
+# D: per-worker state, three flavours.
+def init_state(worker_state):  # mpire / nbpool (use_worker_state=True)
+    time.sleep(INIT_SLEEP)
+    worker_state["value"] = STATE_VALUE
+
+
+def task_state(worker_state, x):
+    return x + worker_state["value"]
+
+
+_GLOBAL_STATE = None  # mp.Pool / ProcessPoolExecutor initializer
+
+
+def init_global():
+    global _GLOBAL_STATE
+    time.sleep(INIT_SLEEP)
+    _GLOBAL_STATE = {"value": STATE_VALUE}
+
+
+def task_global(x):
+    return x + _GLOBAL_STATE["value"]
+
+
+_LAZY_STATE = None  # joblib: no initializer, so initialise lazily once per process
+
+
+def task_lazy(x):
+    global _LAZY_STATE
+    if _LAZY_STATE is None:
+        time.sleep(INIT_SLEEP)
+        _LAZY_STATE = {"value": STATE_VALUE}
+    return x + _LAZY_STATE["value"]
+
+
+def reset_state():
+    global _GLOBAL_STATE, _LAZY_STATE
+    _GLOBAL_STATE = None
+    _LAZY_STATE = None
+
+
+# --------------------------------------------------------------------------------------
+# Runners: one per library, all with the same three operations.
+#   map(func, items)                      -> list
+#   map_state(items, W)                   -> list   (workload D)
+#   unordered(func, items) -> (list, t_first_result)     (workload E)
+# --------------------------------------------------------------------------------------
+
+
+def _ppe_chunksize(n):
+    return max(1, math.ceil(n / (4 * N_JOBS)))
+
+
+class SerialRunner:
+    name = "serial"
+
+    def __init__(self, start_method):
+        self.version = platform.python_version()
+        self.method = "-"
+
+    def map(self, func, items):
+        return list(map(func, items))
+
+    def map_state(self, items, W):
+        try:
+            W.init_global()
+            return list(map(W.task_global, items))
+        finally:
+            W.reset_state()
+
+    def unordered(self, func, items):
+        out, first = [], None
+        for r in map(func, items):
+            if first is None:
+                first = time.perf_counter()
+            out.append(r)
+        return out, first
+
+
+class MpireLikeRunner:
+    """mpire and nbpool share one API."""
+
+    def __init__(self, module_name, start_method):
+        self.name = module_name
+        mod = importlib.import_module(module_name)
+        self.WorkerPool = mod.WorkerPool
+        self.version = _version_of(module_name, mod)
+        self.kwargs = {"n_jobs": N_JOBS}
+        if start_method is not None:
+            self.kwargs["start_method"] = start_method
+        self.method = start_method or "default"
+
+    def map(self, func, items):
+        with self.WorkerPool(**self.kwargs) as pool:
+            return pool.map(func, items)
+
+    def map_state(self, items, W):
+        with self.WorkerPool(use_worker_state=True, **self.kwargs) as pool:
+            return pool.map(W.task_state, items, worker_init=W.init_state)
+
+    def unordered(self, func, items):
+        out, first = [], None
+        with self.WorkerPool(**self.kwargs) as pool:
+            for r in pool.imap_unordered(func, items):
+                if first is None:
+                    first = time.perf_counter()
+                out.append(r)
+        return out, first
+
+
+class NbpoolRunner(MpireLikeRunner):
+    def __init__(self, start_method):
+        super().__init__("nbpool", start_method)
+        if start_method is None:
+            self.method = "auto"
+
+    def resolved_method(self):
+        """What 'auto' (or the given method) resolves to right now, if nbpool tells us."""
+        try:
+            from nbpool.engine import start_methods
+
+            return start_methods.resolve(self.kwargs.get("start_method", "auto"))
+        except Exception:  # internal API; purely informative
+            return None
+
+
+class MpPoolRunner:
+    name = "mp"
+
+    def __init__(self, start_method):
+        import multiprocessing
+
+        self.method = start_method or "fork"
+        self.ctx = multiprocessing.get_context(self.method)
+        self.version = platform.python_version()
+
+    def _run(self, body, **pool_kwargs):
+        with self.ctx.Pool(N_JOBS, **pool_kwargs) as pool:
+            out = body(pool)
+            pool.close()
+            pool.join()
+        return out
+
+    def map(self, func, items):
+        return self._run(lambda p: p.map(func, items))
+
+    def map_state(self, items, W):
+        return self._run(lambda p: p.map(W.task_global, items), initializer=W.init_global)
+
+    def unordered(self, func, items):
+        def body(pool):
+            out, first = [], None
+            for r in pool.imap_unordered(func, items):
+                if first is None:
+                    first = time.perf_counter()
+                out.append(r)
+            return out, first
+
+        return self._run(body)
+
+
+class PpeRunner:
+    name = "ppe"
+
+    def __init__(self, start_method):
+        import concurrent.futures
+        import multiprocessing
+
+        self.cf = concurrent.futures
+        self.method = start_method or "fork"
+        self.ctx = multiprocessing.get_context(self.method)
+        self.version = platform.python_version()
+
+    def _executor(self, **kwargs):
+        return self.cf.ProcessPoolExecutor(max_workers=N_JOBS, mp_context=self.ctx, **kwargs)
+
+    def map(self, func, items):
+        with self._executor() as ex:
+            return list(ex.map(func, items, chunksize=_ppe_chunksize(len(items))))
+
+    def map_state(self, items, W):
+        with self._executor(initializer=W.init_global) as ex:
+            return list(ex.map(W.task_global, items, chunksize=_ppe_chunksize(len(items))))
+
+    def unordered(self, func, items):
+        out, first = [], None
+        with self._executor() as ex:
+            futures = [ex.submit(func, x) for x in items]
+            for fut in self.cf.as_completed(futures):
+                r = fut.result()
+                if first is None:
+                    first = time.perf_counter()
+                out.append(r)
+        return out, first
+
+
+class JoblibRunner:
+    name = "joblib"
+
+    def __init__(self, start_method):
+        import joblib
+        from joblib.externals.loky import get_reusable_executor
+
+        self.joblib = joblib
+        self.get_reusable_executor = get_reusable_executor
+        self.version = joblib.__version__
+        self.method = "loky"  # loky has its own process start-up; --start-method ignored
+        self.unordered_mode = None
+
+    def _shutdown(self):
+        # Parallel keeps a reusable executor alive between calls; stop it so each timing
+        # includes worker start-up and tear-down like the other libraries.
+        self.get_reusable_executor().shutdown(wait=True)
+
+    def _parallel(self, func, items, **kwargs):
+        try:
+            return self.joblib.Parallel(n_jobs=N_JOBS, backend="loky", **kwargs)(
+                self.joblib.delayed(func)(x) for x in items
+            )
+        except BaseException:
+            self._shutdown()
+            raise
+
+    def map(self, func, items):
+        out = self._parallel(func, items)
+        self._shutdown()
+        return out
+
+    def map_state(self, items, W):
+        return self.map(W.task_lazy, items)
+
+    def unordered(self, func, items):
+        if self.unordered_mode is None:
+            try:
+                self.joblib.Parallel(n_jobs=1, return_as="generator_unordered")
+                self.unordered_mode = "generator_unordered"
+            except (TypeError, ValueError):
+                self.unordered_mode = "generator"
+        out, first = [], None
+        gen = self._parallel(func, items, return_as=self.unordered_mode)
+        try:
+            for r in gen:
+                if first is None:
+                    first = time.perf_counter()
+                out.append(r)
+        finally:
+            self._shutdown()
+        return out, first
+
+
+def _version_of(name, mod):
+    version = getattr(mod, "__version__", None)
+    if version:
+        return version
+    try:
+        from importlib.metadata import version as dist_version
+
+        return dist_version(name)
+    except Exception:
+        return "?"
+
+
+def make_runner(lib, start_method):
+    if lib == "serial":
+        return SerialRunner(start_method)
+    if lib == "nbpool":
+        return NbpoolRunner(start_method)
+    if lib == "mpire":
+        return MpireLikeRunner("mpire", start_method)
+    if lib == "mp":
+        return MpPoolRunner(start_method)
+    if lib == "ppe":
+        return PpeRunner(start_method)
+    if lib == "joblib":
+        return JoblibRunner(start_method)
+    raise ValueError(f"unknown library {lib!r}")
+
+
+# --------------------------------------------------------------------------------------
+# Workloads: inputs (built outside the timings), how to run them and how to check results.
+# --------------------------------------------------------------------------------------
+
+
+def calibrate_busy(target_s=0.001):
+    """Loop count for which busy() takes ~target_s serially in this process."""
+    n = 20_000
+    for _ in range(6):
+        samples = []
+        for _ in range(15):
+            t = time.perf_counter()
+            busy(n)
+            samples.append(time.perf_counter() - t)
+        n = max(100, int(n * target_s / statistics.median(samples)))
+    samples = []
+    for _ in range(50):
+        t = time.perf_counter()
+        busy(n)
+        samples.append(time.perf_counter() - t)
+    return n, statistics.median(samples)
+
+
+class Workload:
+    def __init__(self, key, description, kind, func=None, build=None, check=None):
+        self.key = key
+        self.description = description
+        self.kind = kind  # "map", "state" or "unordered"
+        self.func = func
+        self.build = build  # () -> items
+        self.check = check  # (items, results) -> None or raise
+        self.items = None
+
+    def run(self, runner, W):
+        """Returns (results, t_first_result or None)."""
+        if self.kind == "map":
+            return runner.map(self.func, self.items), None
+        if self.kind == "state":
+            return runner.map_state(self.items, W), None
+        return runner.unordered(self.func, self.items)
+
+
+def _expect(cond, msg):
+    if not cond:
+        raise AssertionError(f"wrong results: {msg}")
+
+
+def make_workloads(W, sizes, busy_n):
+    import numpy as np
+
+    def build_arrays():
+        rng = np.random.default_rng(0)
+        return [rng.random(sizes["C_len"]) for _ in range(sizes["C_n"])]
+
+    def check_map(expected_fn):
+        def check(items, results):
+            results = list(results)
+            _expect(len(results) == len(items), f"{len(results)} results for {len(items)}")
+            expected = expected_fn(items)
+            _expect(results == expected, "values differ")
+
+        return check
+
+    def check_square(items, results):
+        n = len(items)
+        _expect(len(results) == n, f"{len(results)} results for {n}")
+        _expect(sum(results) == (n - 1) * n * (2 * n - 1) // 6, "sum of squares differs")
+        _expect(results[-1] == (n - 1) ** 2, "order differs")
+
+    def check_sum(items, results):
+        _expect(len(results) == len(items), f"{len(results)} results for {len(items)}")
+        expected = [float(a.sum()) for a in items]
+        _expect(all(math.isclose(r, e, rel_tol=1e-9) for r, e in zip(results, expected)),
+                "sums differ")
+
+    def check_double(items, results):
+        _expect(len(results) == len(items), f"{len(results)} results for {len(items)}")
+        for i in (0, len(items) // 2, len(items) - 1):
+            r, a = results[i], items[i]
+            _expect(r.shape == a.shape and r[0] == 2 * a[0] and r[-1] == 2 * a[-1],
+                    f"array {i} differs")
+
+    def check_unordered(items, results):
+        _expect(sorted(results) == sorted(items), "multiset of results differs")
+
+    n_e, n_long = sizes["E_n"], sizes["E_n"] // 10
+    e_items = [busy_n * 50] * n_long + [busy_n] * (n_e - n_long)
+
+    return {
+        "S": Workload("S", "start+stop, no-op x 2", "map", W.noop,
+                      lambda: [0, 1], check_map(lambda it: list(it))),
+        "A": Workload("A", f"square x {sizes['A_n']:,}", "map", W.square,
+                      lambda: range(sizes["A_n"]), check_square),
+        "B": Workload("B", f"{sizes['B_n']:,} x ~1 ms busy", "map", W.busy,
+                      lambda: [busy_n] * sizes["B_n"], check_map(lambda it: list(it))),
+        "C_arg": Workload("C_arg", f"{sizes['C_n']} x 8 MB arg -> float", "map", W.arr_sum,
+                          build_arrays, check_sum),
+        "C_ret": Workload("C_ret", f"{sizes['C_n']} x 8 MB arg -> 8 MB", "map", W.arr_double,
+                          build_arrays, check_double),
+        "D": Workload("D", f"0.45 s init + {sizes['D_n']:,} light", "state", None,
+                      lambda: list(range(sizes["D_n"])),
+                      check_map(lambda it: [x + STATE_VALUE for x in it])),
+        "E": Workload("E", f"{n_e} tasks, first {n_long} x50", "unordered", W.busy,
+                      lambda: e_items, check_unordered),
+    }
+
+
+FULL_SIZES = {"A_n": 1_000_000, "B_n": 2_000, "C_n": 200, "C_len": 1_000_000,
+              "D_n": 1_000, "E_n": 400}
+QUICK_SIZES = {"A_n": 100_000, "B_n": 400, "C_n": 40, "C_len": 1_000_000,
+               "D_n": 200, "E_n": 100}
+
+
+# --------------------------------------------------------------------------------------
+# Timing harness
+# --------------------------------------------------------------------------------------
+
+
+class CellTimeout(Exception):
+    pass
+
+
+def _children_pids():
+    try:
+        import psutil
+
+        return {c.pid for c in psutil.Process().children(recursive=True)}
+    except Exception:
+        return set()
+
+
+def _kill_new_children(before):
+    try:
+        import psutil
+
+        for child in psutil.Process().children(recursive=True):
+            if child.pid not in before:
+                try:
+                    child.kill()
+                except psutil.Error:
+                    pass
+    except Exception:
+        pass
+
+
+def timed_cell(workload, runner, W, timeout):
+    """One timed run. Returns dict(time=..., first=...) or dict(error=...)."""
+    before = _children_pids()
+
+    def on_alarm(signum, frame):
+        _kill_new_children(before)  # unblock whatever waits on the workers
+        signal.alarm(10)  # and fire again if the clean-up hangs as well
+        raise CellTimeout(f"no result after {timeout:.0f} s")
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(max(1, int(math.ceil(timeout))))
+    results = None
+    try:
+        try:
+            t0 = time.perf_counter()
+            results, t_first = workload.run(runner, W)
+            elapsed = time.perf_counter() - t0
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, old)
+        workload.check(workload.items, results)
+        cell = {"time": elapsed}
+        if t_first is not None:
+            cell["first"] = t_first - t0
+        return cell
+    except BaseException as exc:  # noqa: BLE001 - report, never crash the run
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        summary = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+        return {"error": summary, "traceback": traceback.format_exc(),
+                "timeout": isinstance(exc, CellTimeout)}
+    finally:
+        del results
+        W.reset_state()
+        gc.collect()
+
+
+def median_or_none(values):
+    return statistics.median(values) if values else None
+
+
+def fmt_s(v):
+    if v is None:
+        return "n/a"
+    return f"{v:.3f}" if v < 10 else f"{v:.2f}"
+
+
+def fmt_ratio(a, b):
+    if a is None or b is None or b <= 0:
+        return "n/a"
+    return f"{a / b:.2f}"
+
+
+def render_table(workloads, libs, raw):
+    """Markdown table; error notes go below it."""
+    notes = []
+    header = ["workload"] + libs + ["nbpool / best peer", "nbpool / mp.Pool", "nbpool / mpire"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["--:"] * (len(header) - 1)) + "|"]
+
+    rows = []
+    for wl in workloads:
+        rows.append((wl.key, f"{wl.key} ({wl.description})", "time"))
+        if wl.kind == "unordered":
+            rows.append((wl.key, f"{wl.key} time to 1st result", "first"))
+
+    for key, label, field in rows:
+        meds = {}
+        cells = []
+        for lib in libs:
+            entry = raw[key][lib]
+            if entry["error"] is not None:
+                note = f"{key}/{lib}: {entry['error']}"
+                if note not in notes:
+                    notes.append(note)
+                tag = "TIMEOUT" if entry.get("timeout") else "ERR"
+                cells.append(f"{tag}[{notes.index(note) + 1}]")
+                meds[lib] = None
+                continue
+            med = median_or_none(entry["times" if field == "time" else "firsts"])
+            meds[lib] = med
+            cells.append(fmt_s(med))
+        peer_meds = [meds[p] for p in PEERS if p in meds and meds[p] is not None]
+        best = min(peer_meds) if peer_meds else None
+        nb = meds.get("nbpool")
+        cells += [fmt_ratio(nb, best), fmt_ratio(nb, meds.get("mp")),
+                  fmt_ratio(nb, meds.get("mpire"))]
+        lines.append("| " + " | ".join([label] + cells) + " |")
+    return "\n".join(lines), notes
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workloads", default=",".join(ALL_WORKLOADS),
+                    help=f"comma-separated subset of {','.join(ALL_WORKLOADS)}")
+    ap.add_argument("--libs", default=",".join(ALL_LIBS),
+                    help=f"comma-separated subset of {','.join(ALL_LIBS)}")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per cell (median)")
+    ap.add_argument("--start-method", default=None,
+                    help="start method for every pool (default: fork for mpire/mp/ppe, "
+                         "nbpool's own 'auto'; joblib always uses loky)")
+    ap.add_argument("--quick", action="store_true", help="smaller sizes for a smoke run")
+    ap.add_argument("--timeout", type=float, default=None,
+                    help="seconds before one run counts as hung (default 120, quick 45)")
+    ap.add_argument("--json", metavar="PATH", help="write raw timings to PATH")
+    ap.add_argument("--no-warmup", action="store_true",
+                    help="skip the untimed start+stop run of each library")
+    args = ap.parse_args(argv)
+    args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    args.libs = [x.strip() for x in args.libs.split(",") if x.strip()]
+    for w in args.workloads:
+        if w not in ALL_WORKLOADS:
+            ap.error(f"unknown workload {w!r}")
+    for lib in args.libs:
+        if lib not in ALL_LIBS:
+            ap.error(f"unknown library {lib!r}")
+    if args.repeats < 1:
+        ap.error("--repeats must be >= 1")
+    if args.timeout is None:
+        args.timeout = 45.0 if args.quick else 120.0
+    return args
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+
+    # Use the task functions through an importable module so that every library pickles
+    # them by reference; spawned/forkserver/loky workers find it through PYTHONPATH.
+    here = os.path.dirname(os.path.abspath(__file__))
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [here] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    W = importlib.import_module("bench_peers")
+
+    sizes = QUICK_SIZES if args.quick else FULL_SIZES
+    busy_n, busy_s = calibrate_busy()
+    workloads = [make_workloads(W, sizes, busy_n)[k] for k in args.workloads]
+
+    runners, libs, setup_errors = {}, [], {}
+    for lib in args.libs:
+        try:
+            runners[lib] = make_runner(lib, args.start_method)
+        except Exception as exc:  # noqa: BLE001
+            setup_errors[lib] = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+        libs.append(lib)
+
+    raw = {wl.key: {lib: {"times": [], "firsts": [], "error": setup_errors.get(lib),
+                          "timeout": False, "traceback": None} for lib in libs}
+           for wl in workloads}
+
+    if not args.no_warmup:  # first-use costs (lazy imports, resource trackers) out of timings
+        warm = make_workloads(W, sizes, busy_n)["S"]
+        warm.items = warm.build()
+        for lib, runner in runners.items():
+            cell = timed_cell(warm, runner, W, args.timeout)
+            if "error" in cell:
+                log(f"warm-up {lib}: {cell['error']}")
+
+    nbpool_methods = set()
+    t_start = time.perf_counter()
+    for wl in workloads:
+        wl.items = wl.build()
+        for rep in range(args.repeats):
+            order = libs[rep % len(libs):] + libs[:rep % len(libs)] if libs else []
+            for lib in order:
+                entry = raw[wl.key][lib]
+                if entry["error"] is not None:
+                    continue  # failed before: don't pay for it again
+                runner = runners[lib]
+                if lib == "nbpool":
+                    resolved = runner.resolved_method()
+                    if resolved:
+                        nbpool_methods.add(resolved)
+                cell = timed_cell(wl, runner, W, args.timeout)
+                if "error" in cell:
+                    entry.update(error=cell["error"], timeout=cell["timeout"],
+                                 traceback=cell["traceback"])
+                    log(f"[{wl.key}] rep {rep + 1} {lib:7s} FAILED: {cell['error']}")
+                    continue
+                entry["times"].append(cell["time"])
+                if "first" in cell:
+                    entry["firsts"].append(cell["first"])
+                extra = f" (1st result {cell['first']:.3f}s)" if "first" in cell else ""
+                log(f"[{wl.key}] rep {rep + 1} {lib:7s} {cell['time']:.3f}s{extra}")
+        wl.items = None
+        gc.collect()
+    total = time.perf_counter() - t_start
+
+    methods = {}
+    for lib, runner in runners.items():
+        m = runner.method
+        if lib == "nbpool" and nbpool_methods:
+            m += " -> " + "/".join(sorted(nbpool_methods))
+        methods[lib] = m
+    versions = {lib: r.version for lib, r in runners.items()}
+
+    print(f"\n## nbpool vs peers  (n_jobs={N_JOBS}, median of {args.repeats}, "
+          f"{'quick' if args.quick else 'full'} sizes)\n")
+    print(f"- Python {platform.python_version()} on {platform.platform()}, "
+          f"{os.cpu_count()} CPUs")
+    print("- libs: " + ", ".join(f"{lib} {versions.get(lib, '-')} [{methods.get(lib, '-')}]"
+                                 for lib in libs))
+    print(f"- busy loop: {busy_n} iterations = {busy_s * 1e3:.2f} ms serially")
+    print("- seconds, pool start-up and tear-down included; ratio < 1 means nbpool is faster\n")
+    table, notes = render_table(workloads, libs, raw)
+    print(table)
+    if notes:
+        print()
+        for i, note in enumerate(notes, 1):
+            print(f"[{i}] {note}")
+    print(f"\n(total benchmark time {total:.0f} s)")
+
+    if args.json:
+        payload = {
+            "meta": {"python": platform.python_version(), "platform": platform.platform(),
+                     "cpu_count": os.cpu_count(), "n_jobs": N_JOBS, "repeats": args.repeats,
+                     "quick": args.quick, "sizes": sizes, "busy_n": busy_n,
+                     "busy_ms": busy_s * 1e3, "versions": versions, "methods": methods,
+                     "start_method_arg": args.start_method, "total_s": total},
+            "results": raw,
+        }
+        with open(args.json, "w") as fh:
+            json.dump(payload, fh, indent=1)
+        print(f"raw results written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

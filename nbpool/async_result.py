@@ -1,0 +1,69 @@
+"""``AsyncResult``: the handle ``apply_async`` returns.
+
+There is no background thread: waiting on a result drives the pool's event loop, and so do
+``ready()``, further ``apply_async`` calls and ``stop_and_join``. Callbacks run in the thread
+that drives the loop, right after the result arrives.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+_PENDING = object()
+
+
+class AsyncResult:
+    def __init__(self, pool, callback: Callable | None, error_callback: Callable | None):
+        self._pool = pool
+        self._callback = callback
+        self._error_callback = error_callback
+        self._value: Any = _PENDING
+        self._error: BaseException | None = None
+        self.job_id: int | None = None
+
+    # called by the engine
+    def _set_result(self, index: int, results: list, top) -> None:
+        self._value = results[0]
+        if self._callback is not None:
+            self._callback(self._value)
+
+    def _set_error(self, exc: BaseException) -> None:
+        if self._value is not _PENDING or self._error is not None:
+            return
+        self._error = exc
+        if self._error_callback is not None:
+            self._error_callback(exc)
+
+    def _done(self) -> bool:
+        return self._value is not _PENDING or self._error is not None
+
+    def ready(self) -> bool:
+        """Whether the task has finished (successfully or not)."""
+        if not self._done():
+            self._pool._drive(0)
+        return self._done()
+
+    def successful(self) -> bool:
+        """Whether it finished without error. ValueError if it has not finished yet."""
+        if not self.ready():
+            raise ValueError(f"Result of job {self.job_id} is not ready yet")
+        return self._error is None
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait until the task has finished, or ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._done():
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return
+            self._pool._drive(remaining)
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The task's return value; re-raises its exception; TimeoutError if not ready in time."""
+        self.wait(timeout)
+        if not self._done():
+            raise TimeoutError(f"Result of job {self.job_id} not ready within {timeout} seconds")
+        if self._error is not None:
+            raise self._error
+        return self._value

@@ -1,0 +1,129 @@
+"""Task source: turns ``iterable_of_args`` into chunks, lazily.
+
+Chunks are read from the input only when the dispatcher asks for the next one, so a
+generator (or a ``range(int(1e300))``) is never materialised. A ``range`` is chunked into
+smaller ranges and a numpy array into row slices: both are cheap to pickle and cheap to cut.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+from fractions import Fraction
+from typing import Any, Iterable, Iterator, NamedTuple
+
+DEFAULT_CHUNKS_PER_WORKER = 64
+DEFAULT_NUMPY_CHUNKS_PER_WORKER = 4
+UNKNOWN_LENGTH_CHUNK_SIZE = 1
+
+
+def _is_numpy_array(obj: Any) -> bool:
+    module = type(obj).__module__
+    return module == "numpy" and type(obj).__name__ == "ndarray"
+
+
+def known_length(iterable: Any, iterable_len: int | None) -> int | None:
+    """The number of tasks, or None when it cannot be known without consuming the input."""
+    if iterable_len is not None:
+        try:
+            return min(iterable_len, len(iterable))
+        except (TypeError, OverflowError):
+            return iterable_len
+    try:
+        return len(iterable)
+    except (TypeError, OverflowError):
+        return None
+
+
+def _split_sizes(chunk_size: Fraction) -> Iterator[int]:
+    """Sizes of consecutive chunks for a possibly fractional chunk size.
+
+    The fractional part is carried over, so ``2.5`` gives 3, 2, 3, 2, ... exactly as
+    mpire's documentation shows. Fractions keep this exact (no float drift).
+    """
+    current = chunk_size
+    while True:
+        size = max(1, math.ceil(current))
+        yield size
+        current = current + chunk_size - size
+
+
+def _as_fraction(value: float | int) -> Fraction:
+    return Fraction(value) if isinstance(value, int) else Fraction(value).limit_denominator(10**9)
+
+
+def resolve_chunk_size(
+    n_tasks: int | None,
+    n_jobs: int,
+    chunk_size: float | None,
+    n_splits: int | None,
+    is_numpy: bool = False,
+    warn: bool = True,
+) -> Fraction:
+    """The (possibly fractional) chunk size a map will use."""
+    if chunk_size is not None:
+        return _as_fraction(chunk_size)
+    if n_tasks is None:
+        if warn:
+            warnings.warn(
+                "Failed to obtain the length of iterable_of_args: pass iterable_len or "
+                f"chunk_size. The chunk size is set to {UNKNOWN_LENGTH_CHUNK_SIZE}.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        return Fraction(UNKNOWN_LENGTH_CHUNK_SIZE)
+    if n_splits is None:
+        per_worker = DEFAULT_NUMPY_CHUNKS_PER_WORKER if is_numpy else DEFAULT_CHUNKS_PER_WORKER
+        n_splits = n_jobs * per_worker
+    return max(Fraction(1), Fraction(n_tasks, n_splits)) if n_tasks else Fraction(1)
+
+
+class Chunk(NamedTuple):
+    """One unit of dispatch. ``args`` is a tuple, a ``range`` or a numpy block."""
+
+    index: int  # position of the chunk in the map
+    start: int  # index of its first task in the input
+    args: Any
+    size: int
+    kind: str  # 'items' (each element is one task), 'range' or 'numpy' (one task: the block)
+
+
+def iter_chunks(
+    iterable_of_args: Iterable,
+    n_tasks: int | None,
+    chunk_size: Fraction,
+    iterable_len: int | None = None,
+) -> Iterator[Chunk]:
+    """Yield chunks lazily. ``n_tasks`` truncates the input when it is known."""
+    sizes = _split_sizes(chunk_size)
+    if _is_numpy_array(iterable_of_args):
+        array = iterable_of_args if n_tasks is None else iterable_of_args[:n_tasks]
+        start = 0
+        for index, size in enumerate(sizes):
+            if start >= len(array):
+                return
+            block = array[start : start + size]
+            yield Chunk(index, start, block, 1, "numpy")
+            start += size
+        return
+    if isinstance(iterable_of_args, range) and n_tasks is not None:
+        whole = iterable_of_args
+        start = 0
+        for index, size in enumerate(sizes):
+            if start >= n_tasks:
+                return
+            end = min(start + size, n_tasks)
+            yield Chunk(index, start, whole[start:end], end - start, "range")
+            start = end
+        return
+    iterator = iter(iterable_of_args)
+    if iterable_len is not None:
+        iterator = itertools.islice(iterator, iterable_len)
+    start = 0
+    for index, size in enumerate(sizes):
+        items = tuple(itertools.islice(iterator, size))
+        if not items:
+            return
+        yield Chunk(index, start, items, len(items), "items")
+        start += len(items)

@@ -1,0 +1,532 @@
+"""The engine: starts and stops workers, moves chunks and replies, notices deaths and timeouts.
+
+Everything happens in the thread that calls into the pool (``pump``): there are no helper
+threads, no polling sleeps. ``pump`` waits on every worker socket and process sentinel at
+once and wakes on the first event or the nearest deadline (a task timeout, a progress tick).
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import sys
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from multiprocessing.connection import Pipe
+from typing import Any, Callable
+
+from . import errors, start_methods
+from .protocol import (
+    APPLY,
+    CHUNK,
+    EXIT,
+    EXIT_ERROR,
+    INIT_ERROR,
+    JOB,
+    READY,
+    RESULT,
+    STOP,
+    TASK_ERROR,
+    Failure,
+    JobSpec,
+    WorkerSetup,
+)
+from .serialization import ByValue, dumps, loads
+from .stats import Field, StatsTable, Status, allocate
+from .transport import Channel
+from .worker import worker_main
+
+PREFETCH = 2  # chunks a worker may hold: one running, one waiting, so it never idles
+TERMINATE_GRACE = 0.3  # seconds between SIGTERM and SIGKILL
+
+
+class Job:
+    """A unit of work the engine routes replies to: one map, or one apply task."""
+
+    _ids = iter(range(1, sys.maxsize))
+
+    def __init__(
+        self,
+        spec: JobSpec | None,
+        on_result: Callable[[int, list, Any], None],
+        on_failure: Callable[[BaseException], None],
+        task_timeout: float | None = None,
+    ):
+        self.id = next(Job._ids)
+        self.spec = spec
+        self.spec_message = dumps((JOB, self.id, spec)) if spec is not None else None
+        self.on_result = on_result
+        self.on_failure = on_failure
+        self.task_timeout = task_timeout
+        self.error: BaseException | None = None
+
+    def fail(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = exc
+            self.on_failure(exc)
+
+
+@dataclass
+class InFlight:
+    job: Job
+    index: int  # chunk index within the job
+    start: int  # input index of its first task
+    size: int
+    args: Any
+    kind: str
+
+
+@dataclass(eq=False)
+class WorkerSlot:
+    """The parent's view of one worker (a process or a thread)."""
+
+    worker_id: int
+    method: str
+    handle: Any  # multiprocessing.Process or threading.Thread
+    channel: Channel
+    pid: int | None = None
+    ready: bool = False
+    job_id: int | None = None  # the job whose spec this worker holds
+    in_flight: "OrderedDict[tuple[int, int], InFlight]" = field(default_factory=OrderedDict)
+    tasks_since_start: int = 0
+    stopping: bool = False  # STOP sent
+    exited: bool = False  # EXIT received
+    gone: bool = False  # process ended / thread finished and cleaned up
+    last_returned: float = 0.0
+
+    @property
+    def in_flight_tasks(self) -> int:
+        return sum(item.size for item in self.in_flight.values())
+
+    @property
+    def sentinel(self):
+        return getattr(self.handle, "sentinel", None)
+
+
+class Engine:
+    """Owns the workers of one pool."""
+
+    def __init__(self, n_jobs: int, start_method: str, daemon: bool, cpu_ids):
+        self.n_jobs = n_jobs
+        self.start_method = start_method
+        self.daemon = daemon
+        self.cpu_ids = cpu_ids  # list of lists (one per worker) or None
+        self.stats_block = allocate(n_jobs)
+        self.stats = StatsTable(self.stats_block)
+        self.slots: list[WorkerSlot | None] = [None] * n_jobs
+        self.jobs: dict[int, Job] = {}
+        self.selector = selectors.DefaultSelector()
+        self.exit_results: list = []
+        self.exit_errors: list[BaseException] = []
+        self.setup_key: tuple | None = None
+        self._setup_args: dict | None = None
+        self.method_used: str | None = None
+        self.lifespan: int | None = None
+        self.init_timeout: float | None = None
+        self.exit_timeout: float | None = None
+        self.apply_queue: list[tuple[Job, bytes, int]] = []
+        self._owner_pid = os.getpid()
+
+    # -- workers -------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return any(slot is not None and not slot.gone for slot in self.slots)
+
+    def live_slots(self) -> list[WorkerSlot]:
+        return [s for s in self.slots if s is not None and not s.gone]
+
+    def start(self, setup_args: dict) -> None:
+        """Start every worker with ``setup_args`` (pool parameters, init and exit)."""
+        self._setup_args = setup_args
+        self.stats.reset()
+        for worker_id in range(self.n_jobs):
+            self._start_worker(worker_id)
+
+    def _start_worker(self, worker_id: int) -> WorkerSlot:
+        args = self._setup_args
+        cpu_ids = self.cpu_ids[worker_id] if self.cpu_ids else None
+        setup = WorkerSetup(
+            worker_id=worker_id,
+            cpu_ids=cpu_ids,
+            sys_path=[p for p in sys.path if p],
+            cwd=os.getcwd(),
+            **args,
+        )
+        method = start_methods.resolve(self.start_method)
+        self.method_used = self.method_used or method
+        parent_conn, child_conn = Pipe(duplex=True)
+        self.stats.set(worker_id, Field.STATUS, Status.STARTING)
+        self.stats.set(worker_id, Field.STARTED_AT, time.monotonic())
+        self.stats.set(worker_id, Field.PHASE_START, 0.0)
+        self.stats.set(worker_id, Field.CURRENT_TASK, -1)
+        if method == "threading":
+            handle = threading.Thread(
+                target=worker_main,
+                args=(child_conn, self.stats_block, setup, True),
+                name=f"nbpool-Worker-{worker_id}",
+                daemon=True,
+            )
+            handle.start()
+        else:
+            context = start_methods.get_context(method)
+            payload = setup if method == "fork" else ByValue(setup)
+            handle = context.Process(
+                target=worker_main,
+                args=(child_conn, self.stats_block, payload),
+                name=f"nbpool-Worker-{worker_id}",
+                daemon=self.daemon,
+            )
+            with start_methods.quiet_fork(method, explicit=self.start_method == "fork"):
+                handle.start()
+            child_conn.close()
+        slot = WorkerSlot(worker_id, method, handle, Channel(parent_conn))
+        if method == "threading":
+            slot.child_conn = child_conn  # kept so the thread's end is closed with the slot
+        self.slots[worker_id] = slot
+        self.selector.register(slot.channel.fd, selectors.EVENT_READ, ("conn", slot))
+        if slot.sentinel is not None:
+            self.selector.register(slot.sentinel, selectors.EVENT_READ, ("sentinel", slot))
+        return slot
+
+    def replenish(self) -> None:
+        """Start a fresh worker in every slot whose worker has retired or died."""
+        if self._setup_args is None:
+            return
+        for worker_id, slot in enumerate(self.slots):
+            if slot is None or slot.gone:
+                self._start_worker(worker_id)
+                restarts = self.stats.get(worker_id, Field.RESTARTS)
+                self.stats.set(worker_id, Field.RESTARTS, restarts + 1)
+
+    def _forget(self, slot: WorkerSlot, status: Status) -> None:
+        """Release everything the parent holds for a worker that has ended."""
+        if slot.gone:
+            return
+        slot.gone = True
+        for key in (slot.channel.fd, slot.sentinel):
+            if key is None:
+                continue
+            try:
+                self.selector.unregister(key)
+            except (KeyError, ValueError):
+                pass
+        slot.channel.close()
+        handle = slot.handle
+        if isinstance(handle, threading.Thread):
+            child = getattr(slot, "child_conn", None)
+            if child is not None:
+                child.close()
+        else:
+            handle.join(timeout=1.0)
+            if handle.exitcode is None:  # should not happen; never leave it running
+                handle.kill()
+                handle.join()
+            handle.close()
+        self.stats.set(slot.worker_id, Field.STATUS, status)
+        self.stats.set(slot.worker_id, Field.PHASE_START, 0.0)
+
+    # -- sending -------------------------------------------------------------------------
+    def _send(self, slot: WorkerSlot, payload: bytes) -> None:
+        slot.channel.queue(payload)
+        self._flush(slot)
+
+    def _flush(self, slot: WorkerSlot) -> None:
+        try:
+            slot.channel.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the sentinel or EOF reports the death with its context
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if slot.channel.wants_write else 0)
+        try:
+            self.selector.modify(slot.channel.fd, events, ("conn", slot))
+        except (KeyError, ValueError):
+            pass
+
+    def _ensure_job(self, slot: WorkerSlot, job: Job) -> None:
+        if job.spec_message is not None and slot.job_id != job.id:
+            self._send(slot, job.spec_message)
+            slot.job_id = job.id
+
+    def can_take(self, slot: WorkerSlot) -> bool:
+        if slot.gone or slot.stopping or len(slot.in_flight) >= PREFETCH:
+            return False
+        if self.lifespan is not None:
+            return slot.tasks_since_start + slot.in_flight_tasks < self.lifespan
+        return True
+
+    def send_chunk(self, slot: WorkerSlot, job: Job, index: int, start: int, size: int,
+                   args: Any, kind: str, payload: bytes) -> None:
+        self._ensure_job(slot, job)
+        slot.in_flight[(job.id, index)] = InFlight(job, index, start, size, args, kind)
+        self._send(slot, payload)
+
+    def submit_apply(self, job: Job, func, args: tuple, kwargs: dict) -> None:
+        payload = dumps((APPLY, job.id, func, args, kwargs))
+        self.jobs[job.id] = job
+        self.apply_queue.append((job, payload, args))
+        self._dispatch_applies()
+
+    def _dispatch_applies(self) -> None:
+        while self.apply_queue:
+            free = [s for s in self.live_slots() if self.can_take(s) and not s.in_flight]
+            if not free:
+                free = [s for s in self.live_slots() if self.can_take(s)]
+            if not free:
+                return
+            slot = min(free, key=lambda s: (len(s.in_flight), s.worker_id))
+            job, payload, args = self.apply_queue.pop(0)
+            slot.in_flight[(job.id, 0)] = InFlight(job, 0, 0, 1, args, "apply")
+            self._send(slot, payload)
+
+    # -- the event loop ------------------------------------------------------------------
+    def pump(self, timeout: float | None) -> None:
+        """Wait for one round of events (or ``timeout``) and handle them."""
+        deadline = self._next_deadline()
+        if deadline is not None:
+            wait = max(0.0, deadline - time.monotonic())
+            timeout = wait if timeout is None else min(timeout, wait)
+        events = self.selector.select(timeout)
+        dead: list[WorkerSlot] = []
+        for key, mask in events:
+            kind, slot = key.data
+            if slot.gone:
+                continue
+            if kind == "sentinel":
+                dead.append(slot)
+                continue
+            if mask & selectors.EVENT_WRITE:
+                self._flush(slot)
+            if mask & selectors.EVENT_READ:
+                try:
+                    frames = slot.channel.read()
+                except (EOFError, ConnectionResetError, OSError):
+                    frames = None
+                    dead.append(slot)
+                for frame in frames or ():
+                    self._handle(slot, loads(frame))
+        for slot in dict.fromkeys(dead):
+            self._drain_and_bury(slot)
+        self._check_deadlines()
+        self._dispatch_applies()
+
+    def _drain_and_bury(self, slot: WorkerSlot) -> None:
+        if slot.gone:
+            return
+        try:  # replies written just before the end are still in the socket
+            for frame in slot.channel.read():
+                self._handle(slot, loads(frame))
+        except (EOFError, OSError):
+            pass
+        if slot.gone:
+            return
+        if slot.exited:
+            self._forget(slot, Status.STOPPED)
+            return
+        handle = slot.handle
+        if isinstance(handle, threading.Thread):
+            exitcode = 0
+        else:
+            handle.join(timeout=1.0)
+            exitcode = handle.exitcode
+        self._forget(slot, Status.DEAD)
+        self._report_death(slot, exitcode)
+
+    def _report_death(self, slot: WorkerSlot, exitcode) -> None:
+        how = errors.describe_exit(exitcode)
+        who = f"Worker-{slot.worker_id} (pid {slot.pid or '?'})"
+        if slot.stopping:
+            return  # it was asked to stop; a missing exit reply is not worth an error
+        if not slot.ready:
+            error = errors.WorkerStartError(
+                f"{who} could not start: {how}. Its error output (stderr) says why; a "
+                "common cause is a module the worker cannot import."
+            )
+            for job in list(self.jobs.values()):
+                job.fail(error)
+            return
+        for item in slot.in_flight.values():
+            task = self._describe_current(slot, item)
+            item.job.fail(errors.WorkerDiedError(f"{who} died unexpectedly while running {task}: {how}."))
+            self._settle(item)
+        slot.in_flight.clear()
+
+    def _describe_current(self, slot: WorkerSlot, item: InFlight) -> str:
+        current = int(self.stats.get(slot.worker_id, Field.CURRENT_TASK))
+        if item.kind == "apply":
+            return f"an apply task ({errors.describe_args(item.args)})"
+        if item.kind == "numpy":
+            return f"the numpy block starting at row {item.start}"
+        if item.start <= current < item.start + item.size:
+            arg = item.args[current - item.start]
+            return f"task {current} ({errors.describe_args(arg, item.kind)})"
+        return f"tasks {item.start}..{item.start + item.size - 1}"
+
+    def _handle(self, slot: WorkerSlot, message: tuple) -> None:
+        tag = message[0]
+        if tag == RESULT:
+            _, job_id, index, results, top = message
+            item = slot.in_flight.pop((job_id, index), None)
+            slot.last_returned = time.monotonic()
+            if item is not None:
+                slot.tasks_since_start += item.size
+                if item.job.error is None:
+                    item.job.on_result(index, results, top)
+                self._settle(item)
+            self._maybe_retire(slot)
+        elif tag == TASK_ERROR:
+            _, job_id, index, failure = message
+            item = slot.in_flight.pop((job_id, index), None)
+            if item is not None:
+                item.job.fail(self._exception_from(failure))
+                self._settle(item)
+        elif tag == READY:
+            slot.ready = True
+            slot.pid = message[1]
+        elif tag == INIT_ERROR:
+            error = self._exception_from(message[1], what="worker_init")
+            for job in list(self.jobs.values()):
+                job.fail(error)
+        elif tag == EXIT:
+            slot.exited = True
+            if message[1]:
+                self.exit_results.append(message[2])
+        elif tag == EXIT_ERROR:
+            slot.exited = True
+            self.exit_errors.append(self._exception_from(message[1], what="worker_exit"))
+
+    def _settle(self, item: InFlight) -> None:
+        """An apply task is finished once its single reply (or failure) is in."""
+        if item.kind == "apply":
+            self.jobs.pop(item.job.id, None)
+
+    @staticmethod
+    def _exception_from(failure: Failure, what: str | None = None) -> BaseException:
+        exc = errors.rebuild_exception(
+            failure.exc_payload, failure.type_payload, failure.type_name, failure.message
+        )
+        if what is not None:
+            args_text = f"(in {what})"
+        else:
+            args_text = failure.args_text
+        return errors.task_failure(exc, failure.worker_id, args_text, failure.traceback_text)
+
+    def _maybe_retire(self, slot: WorkerSlot) -> None:
+        if (
+            self.lifespan is not None
+            and not slot.in_flight
+            and not slot.stopping
+            and slot.tasks_since_start >= self.lifespan
+        ):
+            self.stats.set(slot.worker_id, Field.STATUS, Status.RESTARTING)
+            slot.stopping = True
+            self._send(slot, dumps((STOP,)))
+
+    # -- deadlines -----------------------------------------------------------------------
+    def _slot_deadline(self, slot: WorkerSlot) -> tuple[float, str] | None:
+        started = self.stats.get(slot.worker_id, Field.PHASE_START)
+        if not started:
+            return None
+        status = self.stats.get(slot.worker_id, Field.STATUS)
+        if status == Status.WORKING and slot.in_flight:
+            timeout = next(iter(slot.in_flight.values())).job.task_timeout
+            kind = "task"
+        elif status == Status.INIT:
+            timeout, kind = self.init_timeout, "worker_init"
+        elif status == Status.EXITING:
+            timeout, kind = self.exit_timeout, "worker_exit"
+        else:
+            return None
+        return (started + timeout, kind) if timeout else None
+
+    def _next_deadline(self) -> float | None:
+        deadlines = [d[0] for s in self.live_slots() if (d := self._slot_deadline(s))]
+        return min(deadlines) if deadlines else None
+
+    def _check_deadlines(self) -> None:
+        now = time.monotonic()
+        for slot in self.live_slots():
+            deadline = self._slot_deadline(slot)
+            if deadline is None or deadline[0] > now:
+                continue
+            kind = deadline[1]
+            if kind == "task":
+                item = next(iter(slot.in_flight.values()))
+                task = self._describe_current(slot, item)
+                error = TimeoutError(
+                    f"Worker-{slot.worker_id} task timed out (timeout={item.job.task_timeout}) "
+                    f"while running {task}"
+                )
+                jobs = [item.job]
+            else:
+                timeout = self.init_timeout if kind == "worker_init" else self.exit_timeout
+                error = TimeoutError(f"Worker-{slot.worker_id} {kind} timed out (timeout={timeout})")
+                jobs = list(self.jobs.values())
+            slot.stopping = True  # its end is expected now
+            self._kill([slot])
+            if kind == "worker_exit":
+                self.exit_errors.append(error)
+            for job in jobs:
+                job.fail(error)
+            for item in slot.in_flight.values():
+                self._settle(item)
+            slot.in_flight.clear()
+
+    # -- stopping ------------------------------------------------------------------------
+    def cancel(self, job: Job) -> None:
+        """Stop a job's work at once: kill the workers running its chunks."""
+        busy = [s for s in self.live_slots() if any(i.job is job for i in s.in_flight.values())]
+        for slot in busy:
+            slot.stopping = True
+        self._kill(busy)
+        self.jobs.pop(job.id, None)
+        self.apply_queue = [entry for entry in self.apply_queue if entry[0] is not job]
+
+    def stop(self) -> None:
+        """Graceful stop: every worker runs its exit function and ends."""
+        for slot in self.live_slots():
+            if not slot.stopping:
+                slot.stopping = True
+                self._send(slot, dumps((STOP,)))
+        while self.live_slots():
+            self.pump(None)
+        self.selector_reset()
+
+    def terminate(self) -> None:
+        """Stop every worker now, whatever it is doing."""
+        slots = self.live_slots()
+        for slot in slots:
+            slot.stopping = True
+        self._kill(slots)
+        self.apply_queue.clear()
+        self.selector_reset()
+
+    def _kill(self, slots: list[WorkerSlot]) -> None:
+        processes = [s for s in slots if not isinstance(s.handle, threading.Thread)]
+        for slot in processes:
+            if slot.handle.exitcode is None:
+                slot.handle.terminate()
+        deadline = time.monotonic() + TERMINATE_GRACE
+        for slot in processes:
+            slot.handle.join(timeout=max(0.0, deadline - time.monotonic()))
+            if slot.handle.exitcode is None:
+                slot.handle.kill()
+                slot.handle.join()
+        for slot in slots:
+            self._forget(slot, Status.DEAD)
+
+    def selector_reset(self) -> None:
+        """Forget finished jobs once no worker is left."""
+        if not self.live_slots():
+            self.jobs = {k: j for k, j in self.jobs.items() if j.spec is None and j.error is None}
+            self.lifespan = None
+
+    def close(self) -> None:
+        if os.getpid() != self._owner_pid:
+            return  # a forked child must not touch its parent's workers
+        self.terminate()
+        self.selector.close()
+
+    # -- views ---------------------------------------------------------------------------
+    def tasks_done(self) -> int:
+        return int(self.stats.total(Field.TASKS_DONE))

@@ -1,0 +1,147 @@
+"""Exceptions the pool raises, and how a worker's exception travels to the parent."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import traceback
+from typing import Any
+
+import cloudpickle
+
+_ENGINE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class WorkerDiedError(RuntimeError):
+    """A worker process ended without being asked to (killed, crashed, ``os._exit``)."""
+
+
+class WorkerStartError(RuntimeError):
+    """A worker could not start (it failed before it could take work)."""
+
+
+class TaskPicklingError(TypeError):
+    """A task's arguments or result could not be serialised."""
+
+
+class RemoteTraceback(Exception):
+    """Carries the worker's formatted traceback as the ``__cause__`` of a re-raised error."""
+
+    def __init__(self, text: str):
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def describe_args(args: Any, kind: str = "items") -> str:
+    """``'Arg 0: 99'`` style description of a task's arguments (as in mpire's insights)."""
+    if kind == "numpy":
+        return f"Arg 0: {_short_repr(args)}"
+    if isinstance(args, dict):
+        return "\n".join(f"Arg {key}: {_short_repr(value)}" for key, value in args.items())
+    if isinstance(args, (str, bytes)) or not hasattr(args, "__iter__") or _is_array(args):
+        return f"Arg 0: {_short_repr(args)}"
+    try:
+        return "\n".join(f"Arg {i}: {_short_repr(value)}" for i, value in enumerate(args))
+    except Exception:  # an iterator that cannot be listed: fall back to its repr
+        return f"Arg 0: {_short_repr(args)}"
+
+
+def _is_array(obj: Any) -> bool:
+    return type(obj).__module__ == "numpy"
+
+
+def _short_repr(value: Any, limit: int = 200) -> str:
+    try:
+        text = repr(value)
+    except Exception as exc:  # a broken __repr__ must not hide the real error
+        text = f"<unrepresentable {type(value).__name__}: {exc!r}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def format_user_traceback(exc: BaseException) -> str:
+    """The worker's traceback without nbpool's own frames, so the user's frames stand out."""
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not os.path.abspath(frame.filename).startswith(_ENGINE_DIR)
+    ]
+    lines = ["Traceback (most recent call last):\n"]
+    lines += traceback.format_list(frames)
+    lines += traceback.format_exception_only(type(exc), exc)
+    return "".join(lines)
+
+
+def pack_exception(exc: BaseException) -> bytes | None:
+    """Pickle an exception so that the parent can rebuild it; None if that is impossible."""
+    tb = exc.__traceback__
+    try:
+        exc.__traceback__ = None
+        payload = cloudpickle.dumps(exc)
+        pickle.loads(payload)  # some exceptions pickle but cannot be rebuilt
+        return payload
+    except Exception:
+        return None
+    finally:
+        exc.__traceback__ = tb
+
+
+def pack_exception_type(exc: BaseException) -> bytes | None:
+    try:
+        return cloudpickle.dumps(type(exc))
+    except Exception:
+        return None
+
+
+def rebuild_exception(
+    payload: bytes | None, type_payload: bytes | None, type_name: str, message: str
+) -> BaseException:
+    """The worker's exception, or the closest thing to it: same type with its message."""
+    if payload is not None:
+        try:
+            return pickle.loads(payload)
+        except Exception:
+            pass
+    if type_payload is not None:
+        try:
+            exc_type = pickle.loads(type_payload)
+            exc = exc_type.__new__(exc_type)
+            exc.args = (message,)
+            return exc
+        except Exception:
+            pass
+    return RuntimeError(f"{type_name}: {message}")
+
+
+def task_failure(
+    exc: BaseException, worker_id: int, args_text: str, tb_text: str
+) -> BaseException:
+    """Attach where it happened to a rebuilt task exception, ready to raise in the parent."""
+    header = f"Exception in Worker-{worker_id} while running a task with these arguments:\n"
+    cause = RemoteTraceback(f"\n\n{header}{args_text}\n\n{tb_text}")
+    exc.__cause__ = cause
+    if hasattr(exc, "add_note"):
+        exc.add_note(f"(raised in Worker-{worker_id}; task arguments: {args_text.splitlines()[0] if args_text else ''})")
+    return exc
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """Human words for a process exit code."""
+    if exitcode is None:
+        return "it vanished"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = {
+            "SIGKILL": " (often the OS out-of-memory killer)",
+            "SIGSEGV": " (segmentation fault, usually a crash in C code)",
+            "SIGBUS": " (bus error, usually a crash in C code)",
+            "SIGABRT": " (aborted)",
+        }.get(name, "")
+        return f"it was killed by {name}{hint}"
+    return f"it exited with code {exitcode}"

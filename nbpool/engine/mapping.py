@@ -1,0 +1,172 @@
+"""One map call: feeds chunks to workers under back-pressure and hands results back in order.
+
+The input is read one chunk ahead, only when a worker can take it, so generators stream.
+``max_tasks_active`` bounds the tasks sent but not yet handed to the user; a chunk is always
+allowed when nothing is active, so no combination of parameters can deadlock (mpire does when
+``max_tasks_active < chunk_size``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any, Callable, Iterator
+
+from ..chunking import Chunk
+from .core import Engine, Job, WorkerSlot
+from .protocol import CHUNK, JobSpec
+from .serialization import dumps
+from . import errors
+
+
+class MapRun:
+    """Drives one map; iterate ``results()`` to get each chunk's results."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        spec: JobSpec,
+        chunks: Iterator[Chunk],
+        ordered: bool,
+        max_tasks_active: int | None,
+        order_tasks: bool,
+        task_timeout: float | None,
+        on_tick: Callable[[], None] | None = None,
+        tick_interval: float = 0.1,
+        on_top_tasks: Callable[[int, list], None] | None = None,
+    ):
+        self.engine = engine
+        self.chunks = chunks
+        self.ordered = ordered
+        self.max_tasks_active = max_tasks_active
+        self.order_tasks = order_tasks
+        self.on_tick = on_tick
+        self.tick_interval = tick_interval
+        self.on_top_tasks = on_top_tasks
+        self.job = Job(spec, self._on_result, self._on_failure, task_timeout)
+        self.pending: Chunk | None = None
+        self.exhausted = False
+        self.active_tasks = 0  # sent and not yet handed to the user
+        self.sizes: dict[int, int] = {}
+        self.done: dict[int, list] = {}
+        self.done_order: deque[int] = deque()
+        self.next_index = 0
+        self.rr_next = 0
+
+    def _on_result(self, index: int, results: list, top) -> None:
+        self.done[index] = results
+        self.done_order.append(index)
+        if top and self.on_top_tasks is not None:
+            self.on_top_tasks(index, top)
+
+    def _on_failure(self, exc: BaseException) -> None:
+        pass  # Job.error holds it; results() raises it in the caller's thread
+
+    # -- dispatch ------------------------------------------------------------------------
+    def _next_chunk(self) -> Chunk | None:
+        if self.pending is None and not self.exhausted:
+            try:
+                self.pending = next(self.chunks)
+            except StopIteration:
+                self.exhausted = True
+        return self.pending
+
+    def _pick(self, chunk: Chunk) -> WorkerSlot | None:
+        engine = self.engine
+        if self.order_tasks:
+            slot = engine.slots[self.rr_next % engine.n_jobs]
+            if slot is not None and engine.can_take(slot):
+                return slot
+            return None
+        free = [s for s in engine.live_slots() if engine.can_take(s)]
+        if not free:
+            return None
+        # the least loaded worker; among equals the one that returned most recently
+        return min(free, key=lambda s: (len(s.in_flight), -s.last_returned, s.worker_id))
+
+    def _dispatch(self) -> None:
+        engine = self.engine
+        while self.job.error is None:
+            chunk = self._next_chunk()
+            if chunk is None:
+                return
+            limit = self.max_tasks_active
+            if limit is not None and self.active_tasks and self.active_tasks + chunk.size > limit:
+                return
+            slot = self._pick(chunk)
+            if slot is None:
+                engine.replenish()
+                slot = self._pick(chunk)
+                if slot is None:
+                    return
+            payload = self._encode(chunk)
+            if payload is None:
+                return
+            engine.send_chunk(slot, self.job, chunk.index, chunk.start, chunk.size,
+                              chunk.args, chunk.kind, payload)
+            self.pending = None
+            self.rr_next += 1
+            self.active_tasks += chunk.size
+            self.sizes[chunk.index] = chunk.size
+
+    def _encode(self, chunk: Chunk) -> bytes | None:
+        message = (CHUNK, self.job.id, chunk.index, chunk.start, chunk.kind, chunk.args)
+        try:
+            return dumps(message)
+        except Exception as exc:
+            self.job.fail(self._pickling_error(chunk, exc))
+            return None
+
+    @staticmethod
+    def _pickling_error(chunk: Chunk, exc: Exception) -> BaseException:
+        items = [chunk.args] if chunk.kind == "numpy" else list(chunk.args)
+        for offset, arg in enumerate(items):
+            try:
+                dumps(arg)
+            except Exception as arg_exc:
+                text = errors.describe_args(arg, chunk.kind)
+                return errors.TaskPicklingError(
+                    f"the arguments of task {chunk.start + offset} could not be pickled "
+                    f"({text}): {arg_exc}"
+                )
+        return errors.TaskPicklingError(f"chunk {chunk.index} could not be pickled: {exc}")
+
+    # -- results -------------------------------------------------------------------------
+    def _ready(self) -> Iterator[list]:
+        if self.ordered:
+            while self.next_index in self.done:
+                index = self.next_index
+                self.next_index += 1
+                self.active_tasks -= self.sizes.pop(index)
+                yield self.done.pop(index)
+        else:
+            while self.done_order:
+                index = self.done_order.popleft()
+                self.active_tasks -= self.sizes.pop(index)
+                yield self.done.pop(index)
+
+    def _finished(self) -> bool:
+        return self.exhausted and self.pending is None and not self.sizes
+
+    def results(self) -> Iterator[list]:
+        """Each chunk's result list, in input order (or completion order if unordered)."""
+        engine = self.engine
+        engine.jobs[self.job.id] = self.job
+        last_tick = time.monotonic()
+        try:
+            while True:
+                self._dispatch()
+                if self.job.error is not None:
+                    raise self.job.error
+                yield from self._ready()
+                if self._finished():
+                    return
+                timeout = self.tick_interval if self.on_tick is not None else None
+                engine.pump(timeout)
+                if self.job.error is not None:
+                    raise self.job.error
+                if self.on_tick is not None and time.monotonic() - last_tick >= self.tick_interval:
+                    last_tick = time.monotonic()
+                    self.on_tick()
+        finally:
+            engine.jobs.pop(self.job.id, None)

@@ -1,0 +1,372 @@
+"""The loop each worker runs: receive a chunk, run its tasks, send one reply per chunk.
+
+Kept free of heavy imports so a forkserver can preload it and new workers start fast.
+Counters and timings go to the worker's row of the shared stats block, never into messages.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+import signal
+import sys
+import time
+from functools import partial
+from typing import Any, Callable
+
+from . import errors
+from .protocol import (
+    APPLY,
+    CHUNK,
+    EXIT,
+    EXIT_ERROR,
+    INIT_ERROR,
+    JOB,
+    READY,
+    RESULT,
+    STOP,
+    TASK_ERROR,
+    Failure,
+    JobSpec,
+    WorkerSetup,
+)
+from .serialization import ByValue, dumps, loads
+from .stats import N_FIELDS, Field, Status
+
+_monotonic = time.monotonic
+_NOT_UNPACKED = (str, bytes, bytearray, dict)
+BATCH_TARGET_SECONDS = 0.02  # progress is published at least this often on long chunks
+TOP_N = 5
+
+
+class _Terminated(BaseException):
+    """Raised by SIGTERM in a worker so that ``finally`` blocks (nested pools) run."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+def _is_unpacked(arg: Any) -> bool:
+    """mpire's rule: iterables are unpacked as ``*args`` except str, bytes, numpy arrays."""
+    if isinstance(arg, _NOT_UNPACKED):
+        return False
+    if type(arg).__module__ == "numpy":
+        return False
+    return hasattr(arg, "__iter__")
+
+
+def _call(target: Callable, arg: Any) -> Any:
+    if type(arg) is tuple:
+        return target(*arg)
+    if isinstance(arg, dict):
+        return target(**arg)
+    if _is_unpacked(arg):
+        return target(*arg)
+    return target(arg)
+
+
+def _batch_runner(target: Callable, kind: str, args: Any) -> Callable[[Any], Any]:
+    """Picks the cheapest way to call ``target`` on every element of a chunk."""
+    if kind in ("range", "numpy"):
+        return partial(map, target)
+    kinds = set(map(type, args))
+    if kinds == {tuple}:
+        return partial(itertools.starmap, target)
+    if not any(_is_unpacked(a) or isinstance(a, dict) for a in args):
+        return partial(map, target)
+    return partial(map, partial(_call, target))
+
+
+class Worker:
+    """State of one worker: its setup, the current job, its stats row and its connection."""
+
+    def __init__(self, conn, stats_block, setup: WorkerSetup, in_thread: bool):
+        self.conn = conn
+        self.setup = setup
+        self.in_thread = in_thread
+        self.row = memoryview(stats_block).cast("B").cast("d")
+        self.base = setup.worker_id * N_FIELDS
+        self.worker_state: dict = {}
+        self.prefix = self._prefix()
+        self.job: JobSpec | None = None
+        self.target: Callable | None = None
+        self.init_done = False
+        self.init_failed = False
+        self.tasks_run = 0
+        self.top: list = []  # heap of (seconds, tie, args_text) for insights
+
+    def _prefix(self) -> tuple:
+        prefix: list = []
+        if self.setup.pass_worker_id:
+            prefix.append(self.setup.worker_id)
+        if self.setup.shared_objects is not None:
+            prefix.append(self.setup.shared_objects)
+        if self.setup.use_worker_state:
+            prefix.append(self.worker_state)
+        return tuple(prefix)
+
+    # -- stats -------------------------------------------------------------------------
+    def put(self, field: Field, value: float) -> None:
+        self.row[self.base + field] = value
+
+    def add(self, field: Field, value: float) -> None:
+        self.row[self.base + field] += value
+
+    def send(self, message: tuple) -> None:
+        self.conn.send_bytes(dumps(message))
+
+    def failure(self, exc: BaseException, task_index=None, args_text="") -> Failure:
+        return Failure(
+            worker_id=self.setup.worker_id,
+            exc_payload=errors.pack_exception(exc),
+            type_payload=errors.pack_exception_type(exc),
+            type_name=type(exc).__qualname__,
+            message=str(exc),
+            traceback_text=errors.format_user_traceback(exc),
+            task_index=task_index,
+            args_text=args_text,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def run(self) -> None:
+        self.put(Field.PID, os.getpid())
+        ready = _monotonic()
+        self.put(Field.READY_AT, ready)
+        self.add(Field.START_UP_TIME, max(0.0, ready - self.row[self.base + Field.STARTED_AT]))
+        self.put(Field.STATUS, Status.IDLE)
+        self.send((READY, os.getpid()))
+        while True:
+            waited_from = _monotonic()
+            try:
+                data = self.conn.recv_bytes()
+            except (EOFError, OSError):
+                return  # the parent is gone: nothing left to do
+            self.add(Field.WAITING_TIME, _monotonic() - waited_from)
+            message = loads(data)
+            tag = message[0]
+            if tag == CHUNK:
+                self.run_chunk(*message[1:])
+            elif tag == JOB:
+                self.job = message[2]
+                self.target = self._bind(self.job.func) if self.job.func is not None else None
+                self.top = []
+                self.ensure_init()
+            elif tag == APPLY:
+                self.run_apply(*message[1:])
+            elif tag == STOP:
+                self.stop()
+                return
+
+    def _bind(self, func: Callable) -> Callable:
+        return partial(func, *self.prefix) if self.prefix else func
+
+    def ensure_init(self) -> bool:
+        if self.init_done:
+            return True
+        if self.init_failed:
+            return False
+        init = self.setup.worker_init
+        if init is not None:
+            self.put(Field.STATUS, Status.INIT)
+            started = _monotonic()
+            self.put(Field.PHASE_START, started)
+            try:
+                init(*self.prefix)
+            except Exception as exc:
+                self.init_failed = True
+                self.put(Field.PHASE_START, 0.0)
+                self.send((INIT_ERROR, self.failure(exc)))
+                return False
+            finally:
+                self.add(Field.INIT_TIME, _monotonic() - started)
+            self.put(Field.PHASE_START, 0.0)
+        self.init_done = True
+        self.put(Field.STATUS, Status.IDLE)
+        return True
+
+    def stop(self) -> None:
+        exit_func = self.setup.worker_exit
+        if exit_func is None or not self.init_done or self.tasks_run == 0:
+            self.send((EXIT, False, None))
+            return
+        self.put(Field.STATUS, Status.EXITING)
+        started = _monotonic()
+        self.put(Field.PHASE_START, started)
+        try:
+            value = exit_func(*self.prefix)
+        except Exception as exc:
+            self.send((EXIT_ERROR, self.failure(exc)))
+            return
+        finally:
+            self.add(Field.EXIT_TIME, _monotonic() - started)
+            self.put(Field.PHASE_START, 0.0)
+        try:
+            self.send((EXIT, True, value))
+        except Exception as exc:
+            self.send((EXIT_ERROR, self.failure(exc)))
+
+    # -- tasks -------------------------------------------------------------------------
+    def run_chunk(self, job_id, chunk_index, start, kind, args) -> None:
+        if not self.ensure_init():
+            return
+        self.put(Field.STATUS, Status.WORKING)
+        results: list = []
+        began = _monotonic()
+        try:
+            if self.job.track_each_task:
+                self._run_tracked(kind, start, args, results)
+            else:
+                self._run_batched(kind, start, args, results)
+        except _Terminated:
+            raise
+        except BaseException as exc:  # SystemExit in a task is an error of that task
+            done = len(results)
+            index = start + done
+            args_text = errors.describe_args(self._nth(args, kind, done), kind)
+            self._finish_chunk(began, done)
+            self.send((TASK_ERROR, job_id, chunk_index, self.failure(exc, index, args_text)))
+            return
+        self._finish_chunk(began, len(results))
+        top = sorted(self.top, reverse=True) if self.job.insights else None
+        try:
+            payload = dumps((RESULT, job_id, chunk_index, results, top))
+        except Exception as exc:
+            self._report_unpicklable_result(job_id, chunk_index, start, kind, args, results, exc)
+            return
+        self.conn.send_bytes(payload)
+
+    def _finish_chunk(self, began: float, done: int) -> None:
+        self.add(Field.WORKING_TIME, _monotonic() - began)
+        self.put(Field.PHASE_START, 0.0)
+        self.put(Field.CURRENT_TASK, -1)
+        self.put(Field.STATUS, Status.IDLE)
+        self.tasks_run += done
+
+    @staticmethod
+    def _nth(args: Any, kind: str, n: int) -> Any:
+        if kind == "numpy":
+            return args
+        return args[n]
+
+    def _run_batched(self, kind: str, start: int, args: Any, results: list) -> None:
+        """Runs the chunk in growing batches: as fast as a plain ``map``, yet the progress
+        counter moves at least every ``BATCH_TARGET_SECONDS`` even when tasks are slow."""
+        run = _batch_runner(self.target, kind, args)
+        if kind == "numpy":
+            args = (args,)
+        total = len(args)
+        done = 0
+        batch = 1
+        row, base = self.row, self.base
+        while done < total:
+            piece = args[done : done + batch]
+            row[base + Field.CURRENT_TASK] = start + done
+            row[base + Field.PHASE_START] = began = _monotonic()
+            results.extend(run(piece))  # extend keeps finished results if a task raises
+            row[base + Field.TASKS_DONE] += len(piece)
+            done += len(piece)
+            if _monotonic() - began < BATCH_TARGET_SECONDS:
+                batch *= 2
+
+    def _run_tracked(self, kind: str, start: int, args: Any, results: list) -> None:
+        """One task at a time, with its start stamp (for task_timeout) and duration."""
+        target = self.target
+        if kind == "numpy":
+            args = (args,)
+        row, base = self.row, self.base
+        insights = self.job.insights
+        top = self.top
+        call = (lambda a: target(a)) if kind != "items" else (lambda a: _call(target, a))
+        for offset, arg in enumerate(args):
+            row[base + Field.CURRENT_TASK] = start + offset
+            row[base + Field.PHASE_START] = began = _monotonic()
+            results.append(call(arg))
+            took = _monotonic() - began
+            row[base + Field.TASKS_DONE] += 1
+            if insights and (len(top) < TOP_N or took > top[0][0]):
+                entry = (took, start + offset, errors.describe_args(arg, kind))
+                if len(top) < TOP_N:
+                    heapq.heappush(top, entry)
+                else:
+                    heapq.heapreplace(top, entry)
+
+    def _report_unpicklable_result(self, job_id, chunk_index, start, kind, args, results, exc):
+        bad = 0
+        for bad, value in enumerate(results):
+            try:
+                dumps(value)
+            except Exception as value_exc:
+                exc = value_exc
+                break
+        error = errors.TaskPicklingError(
+            f"the result of task {start + bad} could not be pickled: {exc}"
+        )
+        args_text = errors.describe_args(self._nth(args, kind, bad), kind)
+        self.send((TASK_ERROR, job_id, chunk_index, self.failure(error, start + bad, args_text)))
+
+    def run_apply(self, job_id, func, args, kwargs) -> None:
+        if not self.ensure_init():
+            return
+        self.put(Field.STATUS, Status.WORKING)
+        began = _monotonic()
+        self.put(Field.PHASE_START, began)
+        self.put(Field.CURRENT_TASK, 0)
+        try:
+            value = func(*self.prefix, *args, **kwargs)
+        except _Terminated:
+            raise
+        except BaseException as exc:
+            self._finish_chunk(began, 1)
+            self.send((TASK_ERROR, job_id, 0, self.failure(exc, 0, errors.describe_args(args))))
+            return
+        self._finish_chunk(began, 1)
+        self.add(Field.TASKS_DONE, 1)
+        try:
+            payload = dumps((RESULT, job_id, 0, [value], None))
+        except Exception as exc:
+            error = errors.TaskPicklingError(f"the result of the task could not be pickled: {exc}")
+            self.send((TASK_ERROR, job_id, 0, self.failure(error, 0, errors.describe_args(args))))
+            return
+        self.conn.send_bytes(payload)
+
+
+def _prepare_process(setup: WorkerSetup) -> None:
+    """Process-wide settings for a worker process (never for a worker thread)."""
+    # Ctrl-C and a Jupyter interrupt are for the parent: it stops the workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    for path in setup.sys_path:
+        if path not in sys.path:
+            sys.path.append(path)
+    if setup.cwd and os.getcwd() != setup.cwd:
+        try:
+            os.chdir(setup.cwd)
+        except OSError:
+            pass
+    if setup.cpu_ids:
+        try:
+            os.sched_setaffinity(0, setup.cpu_ids)
+        except (AttributeError, OSError):
+            pass
+
+
+def worker_main(conn, stats_block, setup: WorkerSetup | ByValue, in_thread: bool = False) -> None:
+    """Entry point of a worker process or thread."""
+    if isinstance(setup, ByValue):
+        setup = setup.value
+    if not in_thread:
+        _prepare_process(setup)
+    worker = Worker(conn, stats_block, setup, in_thread)
+    try:
+        worker.run()
+    except _Terminated:
+        pass
+    finally:
+        worker.put(Field.STATUS, Status.STOPPED)
+        worker.put(Field.PHASE_START, 0.0)
+        try:
+            conn.close()
+        except OSError:
+            pass

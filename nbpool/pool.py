@@ -1,0 +1,434 @@
+"""``WorkerPool``: mpire's API on nbpool's engine.
+
+This module only translates calls: it checks parameters, prepares chunks, asks the engine to
+run them, reports progress and returns results. Workers, messages and deaths are the
+engine's business (``nbpool.engine``); drawing progress is the views' (``nbpool.progress``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, Iterable, Iterator
+
+from . import params
+from .async_result import AsyncResult
+from .chunking import _is_numpy_array, iter_chunks, known_length, resolve_chunk_size
+from .engine.core import Engine, Job
+from .engine.errors import RemoteTraceback
+from .engine.mapping import MapRun
+from .engine.protocol import JobSpec
+from .insights import Insights, TopTasks
+
+
+class WorkerPool:
+    """A pool of worker processes with mpire's ``WorkerPool`` interface.
+
+    ``start_method='auto'`` (the default) forks only where that is safe and otherwise uses a
+    forkserver (or spawn), so functions defined in a notebook work everywhere.
+    """
+
+    def __init__(
+        self,
+        n_jobs: int | None = None,
+        daemon: bool = True,
+        cpu_ids: list | None = None,
+        shared_objects: Any = None,
+        pass_worker_id: bool = False,
+        use_worker_state: bool = False,
+        start_method: str = "auto",
+        keep_alive: bool = False,
+        use_dill: bool = False,
+        enable_insights: bool = False,
+        order_tasks: bool = False,
+    ):
+        n = params.n_jobs(n_jobs)
+        self._n_jobs = n
+        self._daemon = params.flag("daemon", daemon)
+        self._cpu_ids = params.cpu_ids(cpu_ids, n)
+        self._shared_objects = shared_objects
+        self._pass_worker_id = params.flag("pass_worker_id", pass_worker_id)
+        self._use_worker_state = params.flag("use_worker_state", use_worker_state)
+        self._start_method = params.start_method(start_method)
+        self._keep_alive = params.flag("keep_alive", keep_alive)
+        self._use_dill = params.flag("use_dill", use_dill)  # cloudpickle is always used
+        self._enable_insights = params.flag("enable_insights", enable_insights)
+        self._order_tasks = params.flag("order_tasks", order_tasks)
+        self._engine = Engine(n, self._start_method, self._daemon, self._cpu_ids)
+        self._top_tasks = TopTasks()
+        self._map_running = False
+        self._insights_used = False
+        self._apply_results: list[AsyncResult] = []
+
+    # -- properties ----------------------------------------------------------------------
+    @property
+    def n_jobs(self) -> int:
+        return self._n_jobs
+
+    @property
+    def start_method(self) -> str:
+        """The start method the workers actually used (resolved from 'auto')."""
+        from .engine.start_methods import resolve
+
+        return self._engine.method_used or resolve(self._start_method)
+
+    # -- setters (mpire names) -----------------------------------------------------------
+    def pass_on_worker_id(self, pass_on: bool = True) -> None:
+        self._pass_worker_id = params.flag("pass_on", pass_on)
+
+    def set_shared_objects(self, shared_objects: Any = None) -> None:
+        self._shared_objects = shared_objects
+
+    def set_use_worker_state(self, use_worker_state: bool = True) -> None:
+        self._use_worker_state = params.flag("use_worker_state", use_worker_state)
+
+    def set_keep_alive(self, keep_alive: bool = True) -> None:
+        self._keep_alive = params.flag("keep_alive", keep_alive)
+
+    def set_order_tasks(self, order_tasks: bool = True) -> None:
+        self._order_tasks = params.flag("order_tasks", order_tasks)
+
+    # -- workers -------------------------------------------------------------------------
+    def _setup_args(self, worker_init, worker_exit) -> dict:
+        return {
+            "pass_worker_id": self._pass_worker_id,
+            "shared_objects": self._shared_objects,
+            "use_worker_state": self._use_worker_state,
+            "worker_init": worker_init,
+            "worker_exit": worker_exit,
+        }
+
+    @staticmethod
+    def _same_setup(a: dict | None, b: dict) -> bool:
+        return a is not None and all(a[key] is b[key] or (
+            isinstance(b[key], bool) and a[key] == b[key]) for key in b)
+
+    def _ensure_workers(self, worker_init, worker_exit) -> None:
+        """Start workers, or reuse running ones when nothing they were started with changed."""
+        setup = self._setup_args(worker_init, worker_exit)
+        engine = self._engine
+        if engine.running:
+            if self._same_setup(engine._setup_args, setup):
+                return
+            self._finish_applies()
+            engine.stop()  # their init/exit or pool parameters changed: start afresh
+        self._top_tasks = TopTasks()
+        engine.exit_results = []
+        engine.exit_errors = []
+        engine.start(setup)
+
+    def _drive(self, timeout: float | None) -> None:
+        """Advance the event loop once (used by AsyncResult)."""
+        if not self._engine.running:
+            self._fail_pending_applies(RuntimeError("Pool was terminated"))
+            return
+        self._engine.pump(timeout)
+
+    # -- the map family ------------------------------------------------------------------
+    def map(self, func: Callable, iterable_of_args: Iterable, iterable_len: int | None = None,
+            max_tasks_active: int | None = None, chunk_size: float | None = None,
+            n_splits: int | None = None, worker_lifespan: int | None = None,
+            progress_bar: bool = False, concatenate_numpy_output: bool = True,
+            worker_init: Callable | None = None, worker_exit: Callable | None = None,
+            task_timeout: float | None = None, worker_init_timeout: float | None = None,
+            worker_exit_timeout: float | None = None, progress_bar_options: dict | None = None,
+            progress_bar_style: str | None = None, enable_insights: bool | None = None,
+            progress_bar_position: int | None = None) -> Any:
+        """Apply ``func`` to every element; results in input order (numpy outputs joined)."""
+        params.flag("concatenate_numpy_output", concatenate_numpy_output)
+        results: list = []
+        for part in self._run(func, iterable_of_args, True, iterable_len, max_tasks_active,
+                              chunk_size, n_splits, worker_lifespan, progress_bar, worker_init,
+                              worker_exit, task_timeout, worker_init_timeout, worker_exit_timeout,
+                              progress_bar_options, progress_bar_style, enable_insights,
+                              progress_bar_position):
+            results.extend(part)
+        if concatenate_numpy_output and results and _is_numpy_array(results[0]):
+            import numpy as np
+
+            return np.concatenate(results)
+        return results
+
+    def map_unordered(self, func: Callable, iterable_of_args: Iterable,
+                      iterable_len: int | None = None, max_tasks_active: int | None = None,
+                      chunk_size: float | None = None, n_splits: int | None = None,
+                      worker_lifespan: int | None = None, progress_bar: bool = False,
+                      worker_init: Callable | None = None, worker_exit: Callable | None = None,
+                      task_timeout: float | None = None,
+                      worker_init_timeout: float | None = None,
+                      worker_exit_timeout: float | None = None,
+                      progress_bar_options: dict | None = None,
+                      progress_bar_style: str | None = None,
+                      enable_insights: bool | None = None,
+                      progress_bar_position: int | None = None) -> list:
+        """Like ``map``, results in the order tasks finish."""
+        results: list = []
+        for part in self._run(func, iterable_of_args, False, iterable_len, max_tasks_active,
+                              chunk_size, n_splits, worker_lifespan, progress_bar, worker_init,
+                              worker_exit, task_timeout, worker_init_timeout, worker_exit_timeout,
+                              progress_bar_options, progress_bar_style, enable_insights,
+                              progress_bar_position):
+            results.extend(part)
+        return results
+
+    def imap(self, func: Callable, iterable_of_args: Iterable, iterable_len: int | None = None,
+             max_tasks_active: int | None = None, chunk_size: float | None = None,
+             n_splits: int | None = None, worker_lifespan: int | None = None,
+             progress_bar: bool = False, worker_init: Callable | None = None,
+             worker_exit: Callable | None = None, task_timeout: float | None = None,
+             worker_init_timeout: float | None = None, worker_exit_timeout: float | None = None,
+             progress_bar_options: dict | None = None, progress_bar_style: str | None = None,
+             enable_insights: bool | None = None,
+             progress_bar_position: int | None = None) -> Iterator:
+        """Lazy ``map``: yields results in input order as they become available."""
+        return self._flatten(self._run(
+            func, iterable_of_args, True, iterable_len, max_tasks_active, chunk_size, n_splits,
+            worker_lifespan, progress_bar, worker_init, worker_exit, task_timeout,
+            worker_init_timeout, worker_exit_timeout, progress_bar_options, progress_bar_style,
+            enable_insights, progress_bar_position))
+
+    def imap_unordered(self, func: Callable, iterable_of_args: Iterable,
+                       iterable_len: int | None = None, max_tasks_active: int | None = None,
+                       chunk_size: float | None = None, n_splits: int | None = None,
+                       worker_lifespan: int | None = None, progress_bar: bool = False,
+                       worker_init: Callable | None = None, worker_exit: Callable | None = None,
+                       task_timeout: float | None = None,
+                       worker_init_timeout: float | None = None,
+                       worker_exit_timeout: float | None = None,
+                       progress_bar_options: dict | None = None,
+                       progress_bar_style: str | None = None,
+                       enable_insights: bool | None = None,
+                       progress_bar_position: int | None = None) -> Iterator:
+        """Lazy ``map_unordered``: yields results as tasks finish."""
+        return self._flatten(self._run(
+            func, iterable_of_args, False, iterable_len, max_tasks_active, chunk_size, n_splits,
+            worker_lifespan, progress_bar, worker_init, worker_exit, task_timeout,
+            worker_init_timeout, worker_exit_timeout, progress_bar_options, progress_bar_style,
+            enable_insights, progress_bar_position))
+
+    @staticmethod
+    def _flatten(parts: Iterator[list]) -> Iterator:
+        for part in parts:
+            yield from part
+
+    def _run(self, func, iterable_of_args, ordered, iterable_len, max_tasks_active, chunk_size,
+             n_splits, worker_lifespan, progress_bar, worker_init, worker_exit, task_timeout,
+             worker_init_timeout, worker_exit_timeout, progress_bar_options, progress_bar_style,
+             enable_insights, progress_bar_position) -> Iterator[list]:
+        """Validates eagerly, then returns the generator that runs the map."""
+        params.func(func)
+        params.iterable(iterable_of_args)
+        iterable_len = params.positive_int("iterable_len", iterable_len, minimum=0)
+        max_tasks_active = params.positive_int("max_tasks_active", max_tasks_active)
+        chunk_size = params.chunk_size(chunk_size)
+        n_splits = params.positive_int("n_splits", n_splits)
+        worker_lifespan = params.positive_int("worker_lifespan", worker_lifespan)
+        progress_bar = params.flag("progress_bar", progress_bar)
+        params.callable_or_none("worker_init", worker_init)
+        params.callable_or_none("worker_exit", worker_exit)
+        task_timeout = params.positive_number("task_timeout", task_timeout)
+        worker_init_timeout = params.positive_number("worker_init_timeout", worker_init_timeout)
+        worker_exit_timeout = params.positive_number("worker_exit_timeout", worker_exit_timeout)
+        options = params.progress_bar_options(progress_bar_options)
+        style = params.progress_bar_style(progress_bar_style)
+        position = params.positive_int("progress_bar_position", progress_bar_position, minimum=0)
+        if position is None and "position" in options:
+            position = options.pop("position")
+        insights = self._enable_insights if enable_insights is None else params.flag(
+            "enable_insights", enable_insights)
+        self._insights_used = self._insights_used or insights
+        if self._map_running:
+            raise RuntimeError("Cannot start a map while another map of this pool is running; "
+                               "consume or close the running imap first")
+
+        n_tasks = known_length(iterable_of_args, iterable_len)
+        is_numpy = _is_numpy_array(iterable_of_args)
+        size = resolve_chunk_size(n_tasks, self._n_jobs, chunk_size, n_splits, is_numpy)
+        chunks = iter_chunks(iterable_of_args, n_tasks, size, iterable_len)
+        total = n_tasks
+        if is_numpy and n_tasks is not None:
+            total = _count_chunks(n_tasks, size)
+        spec = JobSpec(func=func, track_each_task=insights or task_timeout is not None,
+                       insights=insights)
+        return self._execute(spec, chunks, ordered, max_tasks_active, task_timeout,
+                             worker_lifespan, worker_init, worker_exit, worker_init_timeout,
+                             worker_exit_timeout, progress_bar, style, options, position, total)
+
+    def _execute(self, spec, chunks, ordered, max_tasks_active, task_timeout, worker_lifespan,
+                 worker_init, worker_exit, worker_init_timeout, worker_exit_timeout,
+                 progress_bar, style, options, position, total) -> Iterator[list]:
+        self._map_running = True
+        engine = self._engine
+        progress = None
+        try:
+            self._ensure_workers(worker_init, worker_exit)
+            engine.lifespan = worker_lifespan
+            engine.init_timeout = worker_init_timeout
+            engine.exit_timeout = worker_exit_timeout
+            baseline = engine.tasks_done()
+            if progress_bar:
+                from .progress import make_progress
+
+                progress = make_progress(style, total, options, position)
+            tick = (lambda: progress.update(engine.tasks_done() - baseline)) if progress else None
+            run = MapRun(engine, spec, chunks, ordered, max_tasks_active, self._order_tasks,
+                         task_timeout, on_tick=tick,
+                         on_top_tasks=lambda _i, top: self._top_tasks.merge(top))
+            for part in run.results():
+                if tick is not None:
+                    tick()
+                yield part
+            if progress is not None:
+                done = engine.tasks_done() - baseline
+                if total is None:
+                    progress.set_total(done)
+                progress.update(done)
+        except BaseException as exc:
+            engine.terminate()
+            self._fail_pending_applies(RuntimeError("Pool was terminated"))
+            if progress is not None:
+                outcome = "interrupted" if isinstance(exc, (KeyboardInterrupt, GeneratorExit)) else "error"
+                progress.close(outcome, f"{type(exc).__name__}: {exc}")
+                progress = None
+            raise
+        finally:
+            self._map_running = False
+        progress.close("done") if progress is not None else None
+        if not self._keep_alive:
+            self._finish_applies()
+            engine.stop()
+            self._raise_exit_errors()
+
+    # -- the apply family ----------------------------------------------------------------
+    def apply(self, func: Callable, args: Any = (), kwargs: dict | None = None,
+              callback: Callable | None = None, error_callback: Callable | None = None,
+              worker_init: Callable | None = None, worker_exit: Callable | None = None,
+              task_timeout: float | None = None, worker_init_timeout: float | None = None,
+              worker_exit_timeout: float | None = None) -> Any:
+        """Run ``func(*args, **kwargs)`` in a worker and wait for the result."""
+        return self.apply_async(func, args, kwargs, callback, error_callback, worker_init,
+                                worker_exit, task_timeout, worker_init_timeout,
+                                worker_exit_timeout).get()
+
+    def apply_async(self, func: Callable, args: Any = (), kwargs: dict | None = None,
+                    callback: Callable | None = None, error_callback: Callable | None = None,
+                    worker_init: Callable | None = None, worker_exit: Callable | None = None,
+                    task_timeout: float | None = None, worker_init_timeout: float | None = None,
+                    worker_exit_timeout: float | None = None) -> AsyncResult:
+        """Submit one task; returns an ``AsyncResult``. Workers stay up until ``stop_and_join``.
+
+        The first call starts the workers with its ``worker_init``/``worker_exit``.
+        """
+        params.func(func)
+        params.callable_or_none("callback", callback)
+        params.callable_or_none("error_callback", error_callback)
+        params.callable_or_none("worker_init", worker_init)
+        params.callable_or_none("worker_exit", worker_exit)
+        task_timeout = params.positive_number("task_timeout", task_timeout)
+        worker_init_timeout = params.positive_number("worker_init_timeout", worker_init_timeout)
+        worker_exit_timeout = params.positive_number("worker_exit_timeout", worker_exit_timeout)
+        if kwargs is not None and not isinstance(kwargs, dict):
+            raise TypeError(f"kwargs must be a dict, got {type(kwargs).__name__}")
+        args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
+        engine = self._engine
+        if not engine.running:
+            self._ensure_workers(worker_init, worker_exit)
+            engine.init_timeout = worker_init_timeout
+            engine.exit_timeout = worker_exit_timeout
+        result = AsyncResult(self, callback, error_callback)
+        job = Job(None, result._set_result, result._set_error, task_timeout)
+        result.job_id = job.id
+        self._apply_results.append(result)
+        engine.submit_apply(job, func, args, kwargs or {})
+        engine.pump(0)
+        self._apply_results = [r for r in self._apply_results if not r._done()]
+        return result
+
+    def _finish_applies(self) -> None:
+        while any(not r._done() for r in self._apply_results) and self._engine.running:
+            self._engine.pump(None)
+        self._apply_results = []
+
+    def _fail_pending_applies(self, exc: BaseException) -> None:
+        for result in self._apply_results:
+            result._set_error(exc)
+        self._apply_results = []
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def stop_and_join(self, keep_alive: bool = False) -> None:
+        """Finish outstanding work, run exit functions and stop the workers.
+
+        With ``keep_alive=True`` the workers stay up (for the next map).
+        """
+        self._finish_applies()
+        if keep_alive:
+            return
+        self._engine.stop()
+        self._raise_exit_errors()
+
+    join = stop_and_join
+
+    def terminate(self) -> None:
+        """Stop every worker at once; pending apply results fail with RuntimeError."""
+        self._engine.terminate()
+        self._fail_pending_applies(RuntimeError("Pool was terminated"))
+
+    def _raise_exit_errors(self) -> None:
+        if self._engine.exit_errors:
+            error = self._engine.exit_errors[0]
+            self._engine.exit_errors = []
+            raise error
+
+    def get_exit_results(self) -> list:
+        """What each worker's ``worker_exit`` returned (one entry per exit that ran)."""
+        return list(self._engine.exit_results)
+
+    def get_insights(self) -> dict:
+        """mpire's insights dict (durations as strings); ``{}`` if insights are off."""
+        snapshot = self.insights()
+        return snapshot.as_dict() if snapshot is not None else {}
+
+    def insights(self) -> Insights | None:
+        """An ``Insights`` snapshot (with ``raw()`` numbers), or None if insights are off."""
+        if not self._insights_were_enabled():
+            return None
+        return Insights(self._engine.stats, self._top_tasks)
+
+    def _insights_were_enabled(self) -> bool:
+        return self._enable_insights or self._insights_used
+
+    def print_insights(self) -> None:
+        """Print a readable report of the insights."""
+        snapshot = self.insights()
+        if snapshot is None:
+            print("No profiling stats available. Try to run a function first with insights enabled.")
+            return
+        print(snapshot.report())
+
+    def __enter__(self) -> "WorkerPool":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.terminate()
+
+    def __del__(self):
+        engine = getattr(self, "_engine", None)
+        if engine is not None:
+            try:
+                engine.close()
+            except Exception:
+                pass
+
+
+def _count_chunks(n_tasks: int, size) -> int:
+    from .chunking import _split_sizes
+
+    count = covered = 0
+    for step in _split_sizes(size):
+        if covered >= n_tasks:
+            return count
+        covered += step
+        count += 1
+    return count
+
+
+__all__ = ["WorkerPool", "RemoteTraceback"]
