@@ -18,7 +18,8 @@ Every timing includes starting and stopping the pool. Workloads:
 * ``A``      ``x * x`` over ``range(1_000_000)`` (a million tiny tasks)
 * ``B``      2,000 pure-Python CPU tasks of ~1 ms each (busy loop calibrated at start-up)
 * ``C_arg``  200 float64 arrays of 8 MB as arguments, each task returns ``arr.sum()``
-* ``C_ret``  200 arrays of 8 MB in, ``arr * 2`` (8 MB) out
+* ``C_ret``  200 arrays of 8 MB in, ``arr * 2`` (8 MB) out (mpire/nbpool ``map`` keep their
+  default ``concatenate_numpy_output=True``, i.e. return one concatenated array)
 * ``D``      0.45 s per-worker initialisation stored in worker state, then 1,000 light
   tasks that use it (mpire/nbpool: ``use_worker_state`` + ``worker_init``; mp/ppe:
   ``initializer`` + a global; joblib: lazily initialised per-process global)
@@ -26,7 +27,7 @@ Every timing includes starting and stopping the pool. Workloads:
   the total and the time to the first result (``imap_unordered`` / ``as_completed`` /
   ``return_as='generator_unordered'``)
 
-Each cell is the median of ``--repeats`` runs; the order of the libraries is rotated on
+Each cell is the median of ``--repeats`` runs (default 3, or 1 with ``--quick``); the order of the libraries is rotated on
 every repeat to spread drift. A library that fails (or exceeds ``--timeout`` seconds)
 shows an error in its cell; the rest of the run goes on. The machine may be small and
 noisy: read the numbers as rough ratios, nothing here asserts on timings.
@@ -454,6 +455,8 @@ def make_workloads(W, sizes, busy_n):
                 "sums differ")
 
     def check_double(items, results):
+        if isinstance(results, np.ndarray):  # mpire-style map concatenates array outputs
+            results = results.reshape(len(items), -1)
         _expect(len(results) == len(items), f"{len(results)} results for {len(items)}")
         for i in (0, len(items) // 2, len(items) - 1):
             r, a = results[i], items[i]
@@ -594,7 +597,7 @@ def render_table(workloads, libs, raw):
         for lib in libs:
             entry = raw[key][lib]
             if entry["error"] is not None:
-                note = f"{key}/{lib}: {entry['error']}"
+                note = f"{lib}: {entry['error']}"
                 if note not in notes:
                     notes.append(note)
                 tag = "TIMEOUT" if entry.get("timeout") else "ERR"
@@ -619,7 +622,8 @@ def parse_args(argv=None):
                     help=f"comma-separated subset of {','.join(ALL_WORKLOADS)}")
     ap.add_argument("--libs", default=",".join(ALL_LIBS),
                     help=f"comma-separated subset of {','.join(ALL_LIBS)}")
-    ap.add_argument("--repeats", type=int, default=3, help="timed runs per cell (median)")
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="timed runs per cell, median reported (default 3, quick 1)")
     ap.add_argument("--start-method", default=None,
                     help="start method for every pool (default: fork for mpire/mp/ppe, "
                          "nbpool's own 'auto'; joblib always uses loky)")
@@ -638,6 +642,8 @@ def parse_args(argv=None):
     for lib in args.libs:
         if lib not in ALL_LIBS:
             ap.error(f"unknown library {lib!r}")
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 3
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
     if args.timeout is None:
@@ -727,8 +733,9 @@ def main(argv=None):
           f"{'quick' if args.quick else 'full'} sizes)\n")
     print(f"- Python {platform.python_version()} on {platform.platform()}, "
           f"{os.cpu_count()} CPUs")
-    print("- libs: " + ", ".join(f"{lib} {versions.get(lib, '-')} [{methods.get(lib, '-')}]"
-                                 for lib in libs))
+    print("- libs: " + ", ".join(
+        f"{lib} {versions[lib]} [{methods[lib]}]" if lib in runners else f"{lib} (unavailable)"
+        for lib in libs))
     print(f"- busy loop: {busy_n} iterations = {busy_s * 1e3:.2f} ms serially")
     print("- seconds, pool start-up and tear-down included; ratio < 1 means nbpool is faster\n")
     table, notes = render_table(workloads, libs, raw)

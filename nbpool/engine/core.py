@@ -298,13 +298,10 @@ class Engine:
             if mask & selectors.EVENT_WRITE:
                 self._flush(slot)
             if mask & selectors.EVENT_READ:
-                try:
-                    frames = slot.channel.read()
-                except (EOFError, ConnectionResetError, OSError):
-                    frames = None
-                    dead.append(slot)
-                for frame in frames or ():
+                for frame in slot.channel.read():
                     self._handle(slot, loads(frame))
+                if slot.channel.eof:
+                    dead.append(slot)
         for slot in dict.fromkeys(dead):
             self._drain_and_bury(slot)
         self._check_deadlines()
@@ -313,11 +310,9 @@ class Engine:
     def _drain_and_bury(self, slot: WorkerSlot) -> None:
         if slot.gone:
             return
-        try:  # replies written just before the end are still in the socket
+        if not slot.channel.eof:  # replies written just before the end may still be there
             for frame in slot.channel.read():
                 self._handle(slot, loads(frame))
-        except (EOFError, OSError):
-            pass
         if slot.gone:
             return
         if slot.exited:

@@ -34,6 +34,7 @@ class Channel:
         self._header = bytearray()
         self._body: bytearray | None = None
         self._body_got = 0
+        self.eof = False
 
     @property
     def wants_write(self) -> bool:
@@ -62,7 +63,7 @@ class Channel:
             out.popleft()
 
     def read(self) -> list[bytes]:
-        """Complete frames that have arrived. Raises EOFError when the peer has closed."""
+        """Complete frames that have arrived; sets ``eof`` once the peer has closed."""
         frames = []
         while True:
             if self._body is None:
@@ -77,8 +78,12 @@ class Channel:
                     data = os.read(self.fd, need - len(self._header))
                 except BlockingIOError:
                     return frames
+                except (ConnectionResetError, OSError):
+                    self.eof = True
+                    return frames
                 if not data:
-                    raise EOFError
+                    self.eof = True
+                    return frames
                 self._header += data
                 continue
             if self._body_got == len(self._body):
@@ -90,8 +95,12 @@ class Channel:
                 got = os.readv(self.fd, [memoryview(self._body)[self._body_got :]])
             except BlockingIOError:
                 return frames
+            except (ConnectionResetError, OSError):
+                self.eof = True
+                return frames
             if got == 0:
-                raise EOFError
+                self.eof = True
+                return frames
             self._body_got += got
 
     def _start_body(self, size: int) -> None:

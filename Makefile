@@ -1,0 +1,42 @@
+# Two entry points, each creating its own virtual environment on a fresh machine:
+#   make demo   - a pool with a progress bar and insights, in the terminal
+#   make test   - the whole test suite (and, where Python 3.13 exists, the start-method
+#                 and notebook tests again under 3.13)
+PYTHON ?= python3
+VENV ?= .venv
+PY313 ?= $(shell command -v python3.13 2>/dev/null || ls $$HOME/.pyenv/versions/3.13*/bin/python3 2>/dev/null | head -n 1)
+VENV313 ?= .venv313
+
+.PHONY: demo test test-main test-313 bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[test,bench]'
+	touch $@
+
+$(VENV313)/.installed: pyproject.toml
+	$(PY313) -m venv $(VENV313)
+	$(VENV313)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV313)/bin/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/python -m nbpool.demo
+
+test: test-main test-313
+
+test-main: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+
+test-313:
+	@if [ -n "$(PY313)" ]; then \
+		$(MAKE) --no-print-directory $(VENV313)/.installed && \
+		$(VENV313)/bin/python -m pytest -q -p no:cacheprovider -m "startmethod or notebook"; \
+	else echo "Python 3.13 not found: skipping the 3.13 run"; fi
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/python benchmarks/bench_peers.py
+
+clean:
+	rm -rf $(VENV) $(VENV313) *.egg-info
