@@ -27,15 +27,18 @@ Every timing includes starting and stopping the pool. Workloads:
   the total and the time to the first result (``imap_unordered`` / ``as_completed`` /
   ``return_as='generator_unordered'``)
 
-Each cell is the median of ``--repeats`` runs (default 3, or 1 with ``--quick``); the order of the libraries is rotated on
-every repeat to spread drift. A library that fails (or exceeds ``--timeout`` seconds)
-shows an error in its cell; the rest of the run goes on. The machine may be small and
-noisy: read the numbers as rough ratios, nothing here asserts on timings.
+Each cell is the median of ``--repeats`` runs (default 3, or 1 with ``--quick``); the order
+of the libraries is rotated on every repeat to spread drift. A library that fails (or
+exceeds ``--timeout`` seconds) shows an error in its cell; the rest of the run goes on.
+The machine may be small and noisy: read the numbers as rough ratios, nothing here
+asserts on timings.
 
 BLAS thread pools are limited to one thread (``OPENBLAS_NUM_THREADS=1`` etc., unless the
 variables are already set) so that importing numpy does not start threads in this
 process: none of the workloads use BLAS, and a threaded parent would make nbpool's
-``'auto'`` pick forkserver instead of fork. The start method nbpool resolved is printed.
+``'auto'`` pick forkserver instead of fork (for the same reason tqdm's monitor thread, which
+mpire starts, is disabled). The start method nbpool resolved is printed; to measure nbpool
+under forkserver, pass ``--start-method forkserver`` (peers then use it too).
 
 Run::
 
@@ -393,13 +396,13 @@ def calibrate_busy(target_s=0.001):
             t = time.perf_counter()
             busy(n)
             samples.append(time.perf_counter() - t)
-        n = max(100, int(n * target_s / statistics.median(samples)))
+        n = max(100, int(n * target_s / min(samples)))  # min: least disturbed by noise
     samples = []
     for _ in range(50):
         t = time.perf_counter()
         busy(n)
         samples.append(time.perf_counter() - t)
-    return n, statistics.median(samples)
+    return n, min(samples)
 
 
 class Workload:
@@ -519,6 +522,9 @@ def _kill_new_children(before):
         for child in psutil.Process().children(recursive=True):
             if child.pid not in before:
                 try:
+                    cmdline = " ".join(child.cmdline())
+                    if "resource_tracker" in cmdline or "forkserver" in cmdline:
+                        continue  # helpers, not workers; killing them only makes noise
                     child.kill()
                 except psutil.Error:
                     pass
@@ -583,7 +589,8 @@ def render_table(workloads, libs, raw):
     """Markdown table; error notes go below it."""
     notes = []
     header = ["workload"] + libs + ["nbpool / best peer", "nbpool / mp.Pool", "nbpool / mpire"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["--:"] * (len(header) - 1)) + "|"]
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join(["---"] + ["--:"] * (len(header) - 1)) + "|"]
 
     rows = []
     for wl in workloads:
@@ -667,6 +674,16 @@ def main(argv=None):
         [here] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
     W = importlib.import_module("bench_peers")
 
+    # mpire creates a tqdm bar even without a progress bar, which starts tqdm's monitor
+    # thread for the rest of the process; that thread would make every later nbpool 'auto'
+    # choose forkserver (it never forks a threaded process). Keep the parent single-threaded.
+    try:
+        import tqdm
+
+        tqdm.tqdm.monitor_interval = 0
+    except ImportError:
+        pass
+
     sizes = QUICK_SIZES if args.quick else FULL_SIZES
     busy_n, busy_s = calibrate_busy()
     workloads = [make_workloads(W, sizes, busy_n)[k] for k in args.workloads]
@@ -736,7 +753,7 @@ def main(argv=None):
     print("- libs: " + ", ".join(
         f"{lib} {versions[lib]} [{methods[lib]}]" if lib in runners else f"{lib} (unavailable)"
         for lib in libs))
-    print(f"- busy loop: {busy_n} iterations = {busy_s * 1e3:.2f} ms serially")
+    print(f"- busy loop: {busy_n} iterations = {busy_s * 1e3:.2f} ms serially (best of 50)")
     print("- seconds, pool start-up and tear-down included; ratio < 1 means nbpool is faster\n")
     table, notes = render_table(workloads, libs, raw)
     print(table)

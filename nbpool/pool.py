@@ -337,8 +337,8 @@ class WorkerPool:
         result = AsyncResult(self, callback, error_callback)
         job = Job(None, result._set_result, result._set_error, task_timeout)
         result.job_id = job.id
-        self._apply_results.append(result)
         engine.submit_apply(job, func, args, kwargs or {})
+        self._apply_results.append(result)
         engine.pump(0)
         self._apply_results = [r for r in self._apply_results if not r._done()]
         return result

@@ -77,4 +77,9 @@ def no_leftover_workers():
             f"{threads - before_threads} more thread(s) than before the test "
             f"({before_threads} -> {threads}): {names}"
         )
+    for proc in leftovers:  # do not let one leaky test break the ones after it
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
     assert not problems, "\n".join(problems)

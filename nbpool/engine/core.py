@@ -40,6 +40,7 @@ from .worker import worker_main
 
 PREFETCH = 2  # chunks a worker may hold: one running, one waiting, so it never idles
 TERMINATE_GRACE = 0.3  # seconds between SIGTERM and SIGKILL
+RECHECK_INTERVAL = 0.02  # how soon to look again at a timeout whose clock has not started
 
 
 class Job:
@@ -178,12 +179,11 @@ class Engine:
                 name=f"nbpool-Worker-{worker_id}",
                 daemon=self.daemon,
             )
-            with start_methods.quiet_fork(method, explicit=self.start_method == "fork"):
+            with start_methods.quiet_fork(method, explicit=self.start_method == "fork"), \
+                    start_methods.hide_unreadable_main(method):
                 handle.start()
             child_conn.close()
         slot = WorkerSlot(worker_id, method, handle, Channel(parent_conn))
-        if method == "threading":
-            slot.child_conn = child_conn  # kept so the thread's end is closed with the slot
         self.slots[worker_id] = slot
         self.selector.register(slot.channel.fd, selectors.EVENT_READ, ("conn", slot))
         if slot.sentinel is not None:
@@ -214,11 +214,7 @@ class Engine:
                 pass
         slot.channel.close()
         handle = slot.handle
-        if isinstance(handle, threading.Thread):
-            child = getattr(slot, "child_conn", None)
-            if child is not None:
-                child.close()
-        else:
+        if not isinstance(handle, threading.Thread):  # a thread closes its own end
             handle.join(timeout=1.0)
             if handle.exitcode is None:  # should not happen; never leave it running
                 handle.kill()
@@ -262,7 +258,12 @@ class Engine:
         self._send(slot, payload)
 
     def submit_apply(self, job: Job, func, args: tuple, kwargs: dict) -> None:
-        payload = dumps((APPLY, job.id, func, args, kwargs))
+        try:
+            payload = dumps((APPLY, job.id, func, args, kwargs))
+        except Exception as exc:
+            raise errors.TaskPicklingError(
+                f"the apply task could not be pickled ({errors.describe_args(args)}): {exc}"
+            ) from exc
         self.jobs[job.id] = job
         self.apply_queue.append((job, payload, args))
         self._dispatch_applies()
@@ -352,9 +353,13 @@ class Engine:
             return f"an apply task ({errors.describe_args(item.args)})"
         if item.kind == "numpy":
             return f"the numpy block starting at row {item.start}"
+        span = int(self.stats.get(slot.worker_id, Field.CURRENT_SPAN))
         if item.start <= current < item.start + item.size:
-            arg = item.args[current - item.start]
-            return f"task {current} ({errors.describe_args(arg, item.kind)})"
+            if span <= 1:
+                arg = item.args[current - item.start]
+                return f"task {current} ({errors.describe_args(arg, item.kind)})"
+            last = min(current + span, item.start + item.size) - 1
+            return f"one of tasks {current}..{last} (run as one batch)"
         return f"tasks {item.start}..{item.start + item.size - 1}"
 
     def _handle(self, slot: WorkerSlot, message: tuple) -> None:
@@ -420,9 +425,12 @@ class Engine:
     # -- deadlines -----------------------------------------------------------------------
     def _slot_deadline(self, slot: WorkerSlot) -> tuple[float, str] | None:
         started = self.stats.get(slot.worker_id, Field.PHASE_START)
-        if not started:
-            return None
         status = self.stats.get(slot.worker_id, Field.STATUS)
+        if not started:
+            if self._timeout_pending(slot, status):
+                # the worker has not stamped the start yet: look again shortly
+                return (time.monotonic() + RECHECK_INTERVAL, "recheck")
+            return None
         if status == Status.WORKING and slot.in_flight:
             timeout = next(iter(slot.in_flight.values())).job.task_timeout
             kind = "task"
@@ -433,6 +441,14 @@ class Engine:
         else:
             return None
         return (started + timeout, kind) if timeout else None
+
+    def _timeout_pending(self, slot: WorkerSlot, status: float) -> bool:
+        """A timeout applies to what this worker is about to do, but has not started."""
+        if slot.stopping:
+            return bool(self.exit_timeout) and not slot.exited
+        if slot.in_flight and next(iter(slot.in_flight.values())).job.task_timeout:
+            return True
+        return bool(self.init_timeout) and status in (Status.STARTING, Status.INIT)
 
     def _next_deadline(self) -> float | None:
         deadlines = [d[0] for s in self.live_slots() if (d := self._slot_deadline(s))]
@@ -445,6 +461,8 @@ class Engine:
             if deadline is None or deadline[0] > now:
                 continue
             kind = deadline[1]
+            if kind == "recheck":
+                continue
             if kind == "task":
                 item = next(iter(slot.in_flight.values()))
                 task = self._describe_current(slot, item)

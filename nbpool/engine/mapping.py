@@ -155,10 +155,10 @@ class MapRun:
         last_tick = time.monotonic()
         try:
             while True:
+                yield from self._ready()  # handing results over frees room for more work
                 self._dispatch()
                 if self.job.error is not None:
                     raise self.job.error
-                yield from self._ready()
                 if self._finished():
                     return
                 timeout = self.tick_interval if self.on_tick is not None else None

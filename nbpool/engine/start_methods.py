@@ -98,3 +98,33 @@ class quiet_fork:
 
     def __exit__(self, *exc_info):
         return self._catcher.__exit__(*exc_info)
+
+
+class hide_unreadable_main:
+    """Keeps spawn/forkserver children from re-running a ``__main__`` they cannot read.
+
+    multiprocessing re-imports the parent's main script in spawn and forkserver children.
+    Code piped on stdin has ``__file__ == '<stdin>'``, which does not exist, and every child
+    would die. nbpool sends functions by value, so such children need no ``__main__``.
+    """
+
+    def __init__(self, method: str):
+        self.main = sys.modules.get("__main__")
+        self.saved = None
+        path = getattr(self.main, "__file__", None)
+        self.active = (
+            method in ("spawn", "forkserver")
+            and isinstance(path, str)
+            and getattr(self.main, "__spec__", None) is None
+            and not os.path.isfile(path)
+        )
+
+    def __enter__(self):
+        if self.active:
+            self.saved = self.main.__file__
+            del self.main.__file__
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.active:
+            self.main.__file__ = self.saved

@@ -26,7 +26,8 @@ class Field(enum.IntEnum):
     WORKING_TIME = 9
     EXIT_TIME = 10
     RESTARTS = 11
-    CURRENT_TASK = 12  # index (in the map's input) of the task being run, -1 if none
+    CURRENT_TASK = 12  # index (in the map's input) of the first task being run, -1 if none
+    CURRENT_SPAN = 13  # how many tasks from CURRENT_TASK on are running as one batch
 
 
 N_FIELDS = len(Field)

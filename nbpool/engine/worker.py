@@ -263,6 +263,7 @@ class Worker:
         while done < total:
             piece = args[done : done + batch]
             row[base + Field.CURRENT_TASK] = start + done
+            row[base + Field.CURRENT_SPAN] = len(piece)
             row[base + Field.PHASE_START] = began = _monotonic()
             results.extend(run(piece))  # extend keeps finished results if a task raises
             row[base + Field.TASKS_DONE] += len(piece)
@@ -279,6 +280,7 @@ class Worker:
         insights = self.job.insights
         top = self.top
         call = (lambda a: target(a)) if kind != "items" else (lambda a: _call(target, a))
+        row[base + Field.CURRENT_SPAN] = 1
         for offset, arg in enumerate(args):
             row[base + Field.CURRENT_TASK] = start + offset
             row[base + Field.PHASE_START] = began = _monotonic()
@@ -361,8 +363,8 @@ def worker_main(conn, stats_block, setup: WorkerSetup | ByValue, in_thread: bool
     worker = Worker(conn, stats_block, setup, in_thread)
     try:
         worker.run()
-    except _Terminated:
-        pass
+    except (_Terminated, EOFError, BrokenPipeError, ConnectionResetError):
+        pass  # terminated, or the parent closed its end: nobody is left to answer
     finally:
         worker.put(Field.STATUS, Status.STOPPED)
         worker.put(Field.PHASE_START, 0.0)

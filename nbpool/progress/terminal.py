@@ -10,10 +10,16 @@ from tqdm import tqdm
 _FORCED = ("total", "leave")
 
 
+class _Bar(tqdm):
+    # tqdm's monitor thread would make the process multi-threaded for good, and then
+    # start_method='auto' could no longer fork. The pool refreshes the bar itself.
+    monitor_interval = 0
+
+
 class TerminalProgress:
     """A tqdm bar whose count is set from the pool's shared counters."""
 
-    bar_class = tqdm
+    bar_class = _Bar
 
     def __init__(self, total, options: dict, position: int | None):
         options = dict(options)
