@@ -4,7 +4,9 @@
 #                 and notebook tests again under 3.13)
 PYTHON ?= python3
 VENV ?= .venv
-PY313 ?= $(shell command -v python3.13 2>/dev/null || ls $$HOME/.pyenv/versions/3.13*/bin/python3 2>/dev/null | head -n 1)
+# the first Python 3.13 that really runs (a pyenv shim for an inactive version does not)
+PY313 ?= $(shell for p in $$HOME/.pyenv/versions/3.13*/bin/python3 python3.13; do \
+	$$p -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null && echo $$p && break; done)
 VENV313 ?= .venv313
 
 .PHONY: demo test test-main test-313 bench clean
