@@ -36,19 +36,12 @@ def known_length(iterable: Any, iterable_len: int | None) -> int | None:
         return None
 
 
-def _split_sizes(chunk_size: Fraction, ramp_up: bool = False) -> Iterator[int]:
+def _split_sizes(chunk_size: Fraction) -> Iterator[int]:
     """Sizes of consecutive chunks for a possibly fractional chunk size.
 
     The fractional part is carried over, so ``2.5`` gives 3, 2, 3, 2, ... exactly as
     mpire's documentation shows. Fractions keep this exact (no float drift).
-    With ``ramp_up`` the first chunks are 1, 2, 4, ... tasks, so the first results come
-    back after one task, not after a whole chunk.
     """
-    if ramp_up:
-        size = 1
-        while size < chunk_size:
-            yield size
-            size *= 2
     current = chunk_size
     while True:
         size = max(1, math.ceil(current))
@@ -101,10 +94,9 @@ def iter_chunks(
     n_tasks: int | None,
     chunk_size: Fraction,
     iterable_len: int | None = None,
-    ramp_up: bool = False,
 ) -> Iterator[Chunk]:
     """Yield chunks lazily. ``n_tasks`` truncates the input when it is known."""
-    sizes = _split_sizes(chunk_size, ramp_up and not _is_numpy_array(iterable_of_args))
+    sizes = _split_sizes(chunk_size)
     if _is_numpy_array(iterable_of_args):
         array = iterable_of_args if n_tasks is None else iterable_of_args[:n_tasks]
         start = 0

@@ -243,9 +243,7 @@ class WorkerPool:
         n_tasks = known_length(iterable_of_args, iterable_len)
         is_numpy = _is_numpy_array(iterable_of_args)
         size = resolve_chunk_size(n_tasks, self._n_jobs, chunk_size, n_splits, is_numpy)
-        # automatic chunking starts with small chunks so that first results come early
-        ramp_up = chunk_size is None and n_splits is None
-        chunks = iter_chunks(iterable_of_args, n_tasks, size, iterable_len, ramp_up)
+        chunks = iter_chunks(iterable_of_args, n_tasks, size, iterable_len)
         total = n_tasks
         if is_numpy and n_tasks is not None:
             total = _count_chunks(n_tasks, size)
