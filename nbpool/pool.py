@@ -292,7 +292,8 @@ class WorkerPool:
             raise
         finally:
             self._map_running = False
-        progress.close("done") if progress is not None else None
+        if progress is not None:
+            progress.close("done")
         if not self._keep_alive:
             self._finish_applies()
             engine.stop()
