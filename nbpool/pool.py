@@ -108,6 +108,7 @@ class WorkerPool:
         engine = self._engine
         if engine.running:
             if self._same_setup(engine._setup_args, setup):
+                engine.reap()  # a worker that died while idle lost nothing: replace it
                 return
             self._finish_applies()
             engine.stop()  # their init/exit or pool parameters changed: start afresh
@@ -132,15 +133,19 @@ class WorkerPool:
             task_timeout: float | None = None, worker_init_timeout: float | None = None,
             worker_exit_timeout: float | None = None, progress_bar_options: dict | None = None,
             progress_bar_style: str | None = None, enable_insights: bool | None = None,
-            progress_bar_position: int | None = None) -> Any:
-        """Apply ``func`` to every element; results in input order (numpy outputs joined)."""
+            progress_bar_position: int | None = None, task_retries: int = 0) -> Any:
+        """Apply ``func`` to every element; results in input order (numpy outputs joined).
+
+        ``task_retries=N`` (every map function has it) re-runs the chunk of a worker that
+        died, up to N times, on a fresh worker: one OOM kill does not lose a long map.
+        """
         params.flag("concatenate_numpy_output", concatenate_numpy_output)
         results: list = []
         for part in self._run(func, iterable_of_args, True, iterable_len, max_tasks_active,
                               chunk_size, n_splits, worker_lifespan, progress_bar, worker_init,
                               worker_exit, task_timeout, worker_init_timeout, worker_exit_timeout,
                               progress_bar_options, progress_bar_style, enable_insights,
-                              progress_bar_position):
+                              progress_bar_position, task_retries):
             results.extend(part)
         if concatenate_numpy_output and results and _is_numpy_array(results[0]):
             import numpy as np
@@ -159,14 +164,15 @@ class WorkerPool:
                       progress_bar_options: dict | None = None,
                       progress_bar_style: str | None = None,
                       enable_insights: bool | None = None,
-                      progress_bar_position: int | None = None) -> list:
+                      progress_bar_position: int | None = None,
+                      task_retries: int = 0) -> list:
         """Like ``map``, results in the order tasks finish."""
         results: list = []
         for part in self._run(func, iterable_of_args, False, iterable_len, max_tasks_active,
                               chunk_size, n_splits, worker_lifespan, progress_bar, worker_init,
                               worker_exit, task_timeout, worker_init_timeout, worker_exit_timeout,
                               progress_bar_options, progress_bar_style, enable_insights,
-                              progress_bar_position):
+                              progress_bar_position, task_retries):
             results.extend(part)
         return results
 
@@ -178,13 +184,13 @@ class WorkerPool:
              worker_init_timeout: float | None = None, worker_exit_timeout: float | None = None,
              progress_bar_options: dict | None = None, progress_bar_style: str | None = None,
              enable_insights: bool | None = None,
-             progress_bar_position: int | None = None) -> Iterator:
+             progress_bar_position: int | None = None, task_retries: int = 0) -> Iterator:
         """Lazy ``map``: yields results in input order as they become available."""
         return self._flatten(self._run(
             func, iterable_of_args, True, iterable_len, max_tasks_active, chunk_size, n_splits,
             worker_lifespan, progress_bar, worker_init, worker_exit, task_timeout,
             worker_init_timeout, worker_exit_timeout, progress_bar_options, progress_bar_style,
-            enable_insights, progress_bar_position))
+            enable_insights, progress_bar_position, task_retries))
 
     def imap_unordered(self, func: Callable, iterable_of_args: Iterable,
                        iterable_len: int | None = None, max_tasks_active: int | None = None,
@@ -197,13 +203,14 @@ class WorkerPool:
                        progress_bar_options: dict | None = None,
                        progress_bar_style: str | None = None,
                        enable_insights: bool | None = None,
-                       progress_bar_position: int | None = None) -> Iterator:
+                       progress_bar_position: int | None = None,
+                       task_retries: int = 0) -> Iterator:
         """Lazy ``map_unordered``: yields results as tasks finish."""
         return self._flatten(self._run(
             func, iterable_of_args, False, iterable_len, max_tasks_active, chunk_size, n_splits,
             worker_lifespan, progress_bar, worker_init, worker_exit, task_timeout,
             worker_init_timeout, worker_exit_timeout, progress_bar_options, progress_bar_style,
-            enable_insights, progress_bar_position))
+            enable_insights, progress_bar_position, task_retries))
 
     @staticmethod
     def _flatten(parts: Iterator[list]) -> Iterator:
@@ -213,7 +220,7 @@ class WorkerPool:
     def _run(self, func, iterable_of_args, ordered, iterable_len, max_tasks_active, chunk_size,
              n_splits, worker_lifespan, progress_bar, worker_init, worker_exit, task_timeout,
              worker_init_timeout, worker_exit_timeout, progress_bar_options, progress_bar_style,
-             enable_insights, progress_bar_position) -> Iterator[list]:
+             enable_insights, progress_bar_position, task_retries) -> Iterator[list]:
         """Validates eagerly, then returns the generator that runs the map."""
         params.func(func)
         params.iterable(iterable_of_args)
@@ -231,6 +238,7 @@ class WorkerPool:
         options = params.progress_bar_options(progress_bar_options)
         style = params.progress_bar_style(progress_bar_style)
         position = params.positive_int("progress_bar_position", progress_bar_position, minimum=0)
+        task_retries = params.task_retries(task_retries)
         if position is None and "position" in options:
             position = options.pop("position")
         insights = self._enable_insights if enable_insights is None else params.flag(
@@ -251,11 +259,13 @@ class WorkerPool:
                        insights=insights)
         return self._execute(spec, chunks, ordered, max_tasks_active, task_timeout,
                              worker_lifespan, worker_init, worker_exit, worker_init_timeout,
-                             worker_exit_timeout, progress_bar, style, options, position, total)
+                             worker_exit_timeout, progress_bar, style, options, position, total,
+                             task_retries)
 
     def _execute(self, spec, chunks, ordered, max_tasks_active, task_timeout, worker_lifespan,
                  worker_init, worker_exit, worker_init_timeout, worker_exit_timeout,
-                 progress_bar, style, options, position, total) -> Iterator[list]:
+                 progress_bar, style, options, position, total,
+                 task_retries) -> Iterator[list]:
         self._map_running = True
         engine = self._engine
         progress = None
@@ -271,7 +281,7 @@ class WorkerPool:
                 progress = make_progress(style, total, options, position)
             tick = (lambda: progress.update(engine.tasks_done() - baseline)) if progress else None
             run = MapRun(engine, spec, chunks, ordered, max_tasks_active, self._order_tasks,
-                         task_timeout, on_tick=tick,
+                         task_timeout, task_retries, on_tick=tick,
                          on_top_tasks=lambda _i, top: self._top_tasks.merge(top))
             for part in run.results():
                 if tick is not None:

@@ -54,6 +54,8 @@ class Job:
         on_result: Callable[[int, list, Any], None],
         on_failure: Callable[[BaseException], None],
         task_timeout: float | None = None,
+        requeue: Callable[["InFlight", int], None] | None = None,
+        task_retries: int = 0,
     ):
         self.id = next(Job._ids)
         self.spec = spec
@@ -61,6 +63,10 @@ class Job:
         self.on_result = on_result
         self.on_failure = on_failure
         self.task_timeout = task_timeout
+        # requeue(item, worker_id) takes back a chunk that a dead worker held; None: the job
+        # cannot re-run work and fails instead
+        self.requeue = requeue
+        self.task_retries = task_retries
         self.error: BaseException | None = None
 
     def fail(self, exc: BaseException) -> None:
@@ -77,6 +83,7 @@ class InFlight:
     size: int
     args: Any
     kind: str
+    retries: int = 0  # times this chunk was re-run after its worker died
 
 
 @dataclass(eq=False)
@@ -162,6 +169,8 @@ class Engine:
         self.stats.set(worker_id, Field.STARTED_AT, time.monotonic())
         self.stats.set(worker_id, Field.PHASE_START, 0.0)
         self.stats.set(worker_id, Field.CURRENT_TASK, -1)
+        self.stats.set(worker_id, Field.RUNNING_CHUNK, 0)
+        self.stats.set(worker_id, Field.UNREPORTED_TASKS, 0)
         if method == "threading":
             handle = threading.Thread(
                 target=worker_main,
@@ -189,6 +198,11 @@ class Engine:
         if slot.sentinel is not None:
             self.selector.register(slot.sentinel, selectors.EVENT_READ, ("sentinel", slot))
         return slot
+
+    def reap(self) -> None:
+        """Notice workers that died while idle (between maps) and replace them."""
+        self.pump(0)
+        self.replenish()
 
     def replenish(self) -> None:
         """Start a fresh worker in every slot whose worker has retired or died."""
@@ -219,7 +233,10 @@ class Engine:
             if handle.exitcode is None:  # should not happen; never leave it running
                 handle.kill()
                 handle.join()
-            handle.close()
+            try:
+                handle.close()
+            except ValueError:  # someone else reaped it (SIGCHLD ignored, os.wait()):
+                pass  # multiprocessing never learns its exit code, but it is gone
         self.stats.set(slot.worker_id, Field.STATUS, status)
         self.stats.set(slot.worker_id, Field.PHASE_START, 0.0)
 
@@ -252,9 +269,9 @@ class Engine:
         return True
 
     def send_chunk(self, slot: WorkerSlot, job: Job, index: int, start: int, size: int,
-                   args: Any, kind: str, payload: bytes) -> None:
+                   args: Any, kind: str, payload: bytes, retries: int = 0) -> None:
         self._ensure_job(slot, job)
-        slot.in_flight[(job.id, index)] = InFlight(job, index, start, size, args, kind)
+        slot.in_flight[(job.id, index)] = InFlight(job, index, start, size, args, kind, retries)
         self._send(slot, payload)
 
     def submit_apply(self, job: Job, func, args: tuple, kwargs: dict) -> None:
@@ -300,7 +317,7 @@ class Engine:
                 self._flush(slot)
             if mask & selectors.EVENT_READ:
                 for frame in slot.channel.read():
-                    self._handle(slot, loads(frame))
+                    self._receive(slot, frame)
                 if slot.channel.eof:
                     dead.append(slot)
         for slot in dict.fromkeys(dead):
@@ -313,7 +330,7 @@ class Engine:
             return
         if not slot.channel.eof:  # replies written just before the end may still be there
             for frame in slot.channel.read():
-                self._handle(slot, loads(frame))
+                self._receive(slot, frame)
         if slot.gone:
             return
         if slot.exited:
@@ -325,34 +342,79 @@ class Engine:
         else:
             handle.join(timeout=1.0)
             exitcode = handle.exitcode
+        status = self.stats.get(slot.worker_id, Field.STATUS)
         self._forget(slot, Status.DEAD)
-        self._report_death(slot, exitcode)
+        self._report_death(slot, exitcode, status)
 
-    def _report_death(self, slot: WorkerSlot, exitcode) -> None:
+    def _report_death(self, slot: WorkerSlot, exitcode, status: float) -> None:
         how = errors.describe_exit(exitcode)
         who = f"Worker-{slot.worker_id} (pid {slot.pid or '?'})"
         if slot.stopping:
             return  # it was asked to stop; a missing exit reply is not worth an error
-        if not slot.ready:
-            error = errors.WorkerStartError(
-                f"{who} could not start: {how}. Its error output (stderr) says why; a "
-                "common cause is a module the worker cannot import."
-            )
+        if not slot.ready or status == Status.INIT:
+            if slot.ready:
+                text = f"{who} died while running worker_init: {how}."
+            else:
+                text = (f"{who} could not start: {how}. Its error output (stderr) says why; a "
+                        "common cause is a module the worker cannot import.")
+            error = errors.WorkerStartError(text)
             for job in list(self.jobs.values()):
                 job.fail(error)
             return
-        for item in slot.in_flight.values():
-            task = self._describe_current(slot, item)
-            item.job.fail(errors.WorkerDiedError(f"{who} died unexpectedly while running {task}: {how}."))
-            self._settle(item)
+        items = list(slot.in_flight.values())
         slot.in_flight.clear()
+        for position, item in enumerate(items):
+            self._lose(slot, item, position == 0, who, how)
+
+    def _lose(self, slot: WorkerSlot, item: InFlight, oldest: bool, who: str, how: str) -> None:
+        """Re-run or fail a chunk whose worker died.
+
+        The oldest chunk a worker holds is the one it was running (it works in order), so
+        its death is blamed on that chunk: a re-run uses one of ``task_retries``. Chunks
+        queued behind it never ran and go back to the job for free.
+        """
+        job = item.job
+        if job.error is None and job.requeue is not None:
+            if not oldest:
+                job.requeue(item, slot.worker_id)
+                return
+            if item.retries < job.task_retries:
+                self._uncount_partial_chunk(slot, item)
+                item.retries += 1
+                job.requeue(item, slot.worker_id)
+                return
+        if oldest:
+            started = self._started(slot, item)
+            what = f"while running {self._describe_current(slot, item)}" if started else (
+                f"before it started {_describe_tasks(item)}")
+            text = f"{who} died unexpectedly {what}: {how}."
+            if job.task_retries:
+                text += (f" Gave up after {item.retries} retries (task_retries="
+                         f"{job.task_retries}), each on a fresh worker.")
+        else:
+            text = f"{who} died unexpectedly before it started {_describe_tasks(item)}: {how}."
+        job.fail(errors.WorkerDiedError(text))
+        self._settle(item)
+
+    def _started(self, slot: WorkerSlot, item: InFlight) -> bool:
+        if item.kind == "apply":
+            return True
+        return self.stats.get(slot.worker_id, Field.RUNNING_CHUNK) == item.index + 1
+
+    def _uncount_partial_chunk(self, slot: WorkerSlot, item: InFlight) -> None:
+        """Takes back the tasks a dead worker counted for a chunk that will run again."""
+        if not self._started(slot, item):
+            return
+        worker_id = slot.worker_id
+        counted = self.stats.get(worker_id, Field.UNREPORTED_TASKS)
+        self.stats.set(worker_id, Field.TASKS_DONE,
+                       self.stats.get(worker_id, Field.TASKS_DONE) - counted)
+        self.stats.set(worker_id, Field.UNREPORTED_TASKS, 0)
 
     def _describe_current(self, slot: WorkerSlot, item: InFlight) -> str:
         current = int(self.stats.get(slot.worker_id, Field.CURRENT_TASK))
-        if item.kind == "apply":
-            return f"an apply task ({errors.describe_args(item.args)})"
-        if item.kind == "numpy":
-            return f"the numpy block starting at row {item.start}"
+        if item.kind in ("apply", "numpy"):
+            return _describe_tasks(item)
         span = int(self.stats.get(slot.worker_id, Field.CURRENT_SPAN))
         if item.start <= current < item.start + item.size:
             if span <= 1:
@@ -360,7 +422,35 @@ class Engine:
                 return f"task {current} ({errors.describe_args(arg, item.kind)})"
             last = min(current + span, item.start + item.size) - 1
             return f"one of tasks {current}..{last} (run as one batch)"
-        return f"tasks {item.start}..{item.start + item.size - 1}"
+        return _describe_tasks(item)
+
+    def _receive(self, slot: WorkerSlot, frame) -> None:
+        try:
+            message = loads(frame)
+        except Exception as exc:  # e.g. a result whose class cannot be rebuilt in the parent
+            self._unreadable_reply(slot, exc)
+            return
+        self._handle(slot, message)
+
+    def _unreadable_reply(self, slot: WorkerSlot, exc: Exception) -> None:
+        """A worker answers in the order it was given work, so an unreadable reply belongs
+        to the oldest chunk it holds (or, once it was told to stop, to its exit)."""
+        who = f"Worker-{slot.worker_id}"
+        if slot.in_flight:
+            _, item = slot.in_flight.popitem(last=False)
+            slot.tasks_since_start += item.size
+            item.job.fail(errors.TaskPicklingError(
+                f"{who} sent results of {_describe_tasks(item)} that could not be unpickled "
+                f"in the parent: {type(exc).__name__}: {errors.safe_str(exc)}"
+            ))
+            self._settle(item)
+            self._maybe_retire(slot)
+        elif slot.stopping:
+            slot.exited = True
+            self.exit_errors.append(errors.TaskPicklingError(
+                f"{who} returned a worker_exit value that could not be unpickled in the "
+                f"parent: {type(exc).__name__}: {errors.safe_str(exc)}"
+            ))
 
     def _handle(self, slot: WorkerSlot, message: tuple) -> None:
         tag = message[0]
@@ -406,10 +496,11 @@ class Engine:
             failure.exc_payload, failure.type_payload, failure.type_name, failure.message
         )
         if what is not None:
-            args_text = f"(in {what})"
-        else:
-            args_text = failure.args_text
-        return errors.task_failure(exc, failure.worker_id, args_text, failure.traceback_text)
+            return errors.task_failure(exc, failure.worker_id, what, "", failure.traceback_text)
+        where = "the task" if failure.task_index is None else f"task {failure.task_index}"
+        return errors.task_failure(
+            exc, failure.worker_id, where, failure.args_text, failure.traceback_text
+        )
 
     def _maybe_retire(self, slot: WorkerSlot) -> None:
         if (
@@ -543,3 +634,14 @@ class Engine:
     # -- views ---------------------------------------------------------------------------
     def tasks_done(self) -> int:
         return int(self.stats.total(Field.TASKS_DONE))
+
+
+def _describe_tasks(item: InFlight) -> str:
+    """The tasks of a chunk, named as precisely as the chunk allows."""
+    if item.kind == "apply":
+        return f"an apply task ({errors.describe_args(item.args)})"
+    if item.kind == "numpy":
+        return f"the numpy block starting at row {item.start}"
+    if item.size == 1:
+        return f"task {item.start} ({errors.describe_args(item.args[0], item.kind)})"
+    return f"tasks {item.start}..{item.start + item.size - 1}"

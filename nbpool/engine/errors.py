@@ -116,15 +116,32 @@ def rebuild_exception(
     return RuntimeError(f"{type_name}: {message}")
 
 
+def safe_str(exc: BaseException) -> str:
+    """``str(exc)``, even for an exception whose ``__str__`` raises."""
+    try:
+        return str(exc)
+    except Exception as str_exc:  # the report must not fail because the exception is odd
+        return f"<{type(exc).__name__}.__str__ failed: {str_exc!r}>"
+
+
 def task_failure(
-    exc: BaseException, worker_id: int, args_text: str, tb_text: str
+    exc: BaseException, worker_id: int, where: str, args_text: str, tb_text: str
 ) -> BaseException:
-    """Attach where it happened to a rebuilt task exception, ready to raise in the parent."""
-    header = f"Exception in Worker-{worker_id} while running a task with these arguments:\n"
-    cause = RemoteTraceback(f"\n\n{header}{args_text}\n\n{tb_text}")
-    exc.__cause__ = cause
+    """Attach where it happened to a rebuilt exception, ready to raise in the parent.
+
+    ``where`` is ``'task 13'`` or ``'worker_init'``/``'worker_exit'``; the note repeats it so
+    that the one-line summary Jupyter shows names the worker and the task.
+    """
+    if args_text:
+        header = f"Exception in Worker-{worker_id} while running {where} with these arguments:\n"
+        header += f"{args_text}\n"
+        note = f"(raised in Worker-{worker_id} by {where}; arguments: {args_text.splitlines()[0]})"
+    else:
+        header = f"Exception in Worker-{worker_id} while running {where}\n"
+        note = f"(raised in Worker-{worker_id} by {where})"
+    exc.__cause__ = RemoteTraceback(f"\n\n{header}\n{tb_text}")
     if hasattr(exc, "add_note"):
-        exc.add_note(f"(raised in Worker-{worker_id}; task arguments: {args_text.splitlines()[0] if args_text else ''})")
+        exc.add_note(note)
     return exc
 
 

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from functools import partial
 from typing import Any, Callable
 
@@ -118,12 +119,15 @@ class Worker:
         self.conn.send_bytes(dumps(message))
 
     def failure(self, exc: BaseException, task_index=None, args_text="") -> Failure:
+        # Drop the failed code's local variables first: after a MemoryError they hold most
+        # of the worker's memory, and building the report needs some.
+        traceback.clear_frames(exc.__traceback__)
         return Failure(
             worker_id=self.setup.worker_id,
             exc_payload=errors.pack_exception(exc),
             type_payload=errors.pack_exception_type(exc),
             type_name=type(exc).__qualname__,
-            message=str(exc),
+            message=errors.safe_str(exc),
             traceback_text=errors.format_user_traceback(exc),
             task_index=task_index,
             args_text=args_text,
@@ -211,6 +215,16 @@ class Worker:
     def run_chunk(self, job_id, chunk_index, start, kind, args) -> None:
         if not self.ensure_init():
             return
+        # tells the parent, should this worker die, which chunk it had started and how many
+        # of its tasks it had counted as done (so that a re-run does not count them twice)
+        self.put(Field.UNREPORTED_TASKS, 0)
+        self.put(Field.RUNNING_CHUNK, chunk_index + 1)
+        try:
+            self._run_chunk(job_id, chunk_index, start, kind, args)
+        finally:
+            self.put(Field.RUNNING_CHUNK, 0)
+
+    def _run_chunk(self, job_id, chunk_index, start, kind, args) -> None:
         self.put(Field.STATUS, Status.WORKING)
         results: list = []
         began = _monotonic()
@@ -267,6 +281,7 @@ class Worker:
             row[base + Field.PHASE_START] = began = _monotonic()
             results.extend(run(piece))  # extend keeps finished results if a task raises
             row[base + Field.TASKS_DONE] += len(piece)
+            row[base + Field.UNREPORTED_TASKS] += len(piece)
             done += len(piece)
             if _monotonic() - began < BATCH_TARGET_SECONDS:
                 batch *= 2
@@ -287,6 +302,7 @@ class Worker:
             results.append(call(arg))
             took = _monotonic() - began
             row[base + Field.TASKS_DONE] += 1
+            row[base + Field.UNREPORTED_TASKS] += 1
             if insights and (len(top) < TOP_N or took > top[0][0]):
                 entry = (took, start + offset, errors.describe_args(arg, kind))
                 if len(top) < TOP_N:
@@ -321,7 +337,8 @@ class Worker:
             raise
         except BaseException as exc:
             self._finish_chunk(began, 1)
-            self.send((TASK_ERROR, job_id, 0, self.failure(exc, 0, errors.describe_args(args))))
+            failure = self.failure(exc, None, errors.describe_args(args))
+            self.send((TASK_ERROR, job_id, 0, failure))
             return
         self._finish_chunk(began, 1)
         self.add(Field.TASKS_DONE, 1)
@@ -329,7 +346,8 @@ class Worker:
             payload = dumps((RESULT, job_id, 0, [value], None))
         except Exception as exc:
             error = errors.TaskPicklingError(f"the result of the task could not be pickled: {exc}")
-            self.send((TASK_ERROR, job_id, 0, self.failure(error, 0, errors.describe_args(args))))
+            failure = self.failure(error, None, errors.describe_args(args))
+            self.send((TASK_ERROR, job_id, 0, failure))
             return
         self.conn.send_bytes(payload)
 

@@ -1,0 +1,418 @@
+"""Faults, with real worker processes under every start method.
+
+Each fault test checks the same three things:
+1. the parent gets a clear error that names the worker and the task, within
+   ``ERROR_DEADLINE`` seconds of the fault (the fault function stamps ``time.monotonic()``,
+   which is one clock for every process on Linux, into a file just before it strikes);
+2. no process outlives the pool;
+3. the same pool, and a new one, work on the next call.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import resource
+import signal
+import threading
+import time
+from functools import partial
+from pathlib import Path
+
+import psutil
+import pytest
+
+from nbpool import WorkerPool
+from nbpool.engine.errors import TaskPicklingError, WorkerDiedError
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:start_method='fork':RuntimeWarning"),
+    pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning"),
+]
+
+METHODS = ["fork", "forkserver", "spawn"]
+ERROR_DEADLINE = 1.0  # seconds from the fault to the error in the parent (the issue's bound)
+GONE_DEADLINE = 1.0  # seconds after the pool closes for its processes to be gone
+HANG_GUARD = 60  # only there so that a hang fails the test instead of blocking the run
+BIG = 4 * 2**20  # bytes; far more than a socket buffer (about 200 KB on Linux)
+
+
+# -- fault functions (module level, so that every start method can import them) ---------------
+def stamp(path: str) -> None:
+    """Records when the fault strikes."""
+    Path(path).write_text(repr(time.monotonic()))
+
+
+def fault_time(path) -> float:
+    return float(Path(path).read_text())
+
+
+def square(x):
+    return x * x
+
+
+def exit_at(path, target, x):
+    if x == target:
+        stamp(path)
+        os._exit(3)
+    return x
+
+
+def segfault_at(path, target, x):
+    if x == target:
+        stamp(path)
+        ctypes.string_at(0)
+    return x
+
+
+def sleep_at(path, target, x):
+    """Task ``target`` tells the test its pid and sleeps until it is killed."""
+    if x == target:
+        Path(path).write_text(str(os.getpid()))
+        time.sleep(60)
+    return x
+
+
+def _address_space() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def limit_memory():
+    """worker_init: this worker may use 256 MB more address space than it has now."""
+    limit = _address_space() + 256 * 2**20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
+
+
+def hog_memory_at(path, target, x):
+    if x == target:
+        stamp(path)
+        hoard = []
+        while True:
+            hoard.append(bytearray(16 * 2**20))
+    return x
+
+
+def failing_init(path):
+    stamp(path)
+    raise ValueError("worker_init refused to start")
+
+
+def failing_exit(path):
+    stamp(path)
+    raise ValueError("worker_exit could not clean up")
+
+
+def big_result_or_raise_at(path, target, x):
+    if x == target:
+        stamp(path)
+        raise ValueError(f"task {x} failed among big results")
+    return bytes(BIG)
+
+
+def echo_length(blob):
+    return len(blob), bytes(BIG)
+
+
+def lock_at(path, target, x):
+    if x == target:
+        stamp(path)
+        return threading.Lock()
+    return x
+
+
+class ErrorWithLock(Exception):
+    """Cannot be pickled: it holds a lock."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+class ErrorThatBreaksEverything(Exception):
+    """Neither pickles nor turns into a string."""
+
+    def __reduce__(self):
+        raise RuntimeError("this exception refuses to be pickled")
+
+    def __str__(self):
+        raise RuntimeError("this exception refuses to be printed")
+
+
+def raise_unpicklable_at(path, target, exc_type, x):
+    if x == target:
+        stamp(path)
+        raise exc_type(f"unpicklable error from task {x}")
+    return x
+
+
+def _fail_in_parent():
+    if os.environ.get("NBPOOL_FAULTS_IN_WORKER"):
+        return "fine"
+    raise RuntimeError("this result cannot be rebuilt in the parent")
+
+
+class ParentCannotLoad:
+    def __reduce__(self):
+        return (_fail_in_parent, ())
+
+
+def unloadable_at(path, target, x):
+    if x == target:
+        os.environ["NBPOOL_FAULTS_IN_WORKER"] = "1"
+        stamp(path)
+        return ParentCannotLoad()
+    return x
+
+
+# -- checks -----------------------------------------------------------------------------------
+def _all_text(exc: BaseException) -> str:
+    """What a user sees of an error: its message, the remote traceback and the notes."""
+    try:
+        parts = [type(exc).__name__, str(exc)]
+    except Exception:  # an exception whose __str__ fails (one of the faults)
+        parts = [type(exc).__name__]
+    if exc.__cause__ is not None:
+        parts.append(str(exc.__cause__))
+    parts.extend(getattr(exc, "__notes__", []))
+    return "\n".join(parts)
+
+
+def _pool_processes(before: set[int]) -> list[psutil.Process]:
+    """Processes started since ``before``, except multiprocessing's long-lived helpers."""
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        if proc.pid in before:
+            continue
+        try:
+            cmdline = " ".join(proc.cmdline())
+            parent = proc.ppid()
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+        helper = "forkserver" in cmdline or "resource_tracker" in cmdline
+        if helper and parent == os.getpid():  # a forkserver's workers are not helpers
+            continue
+        found.append(proc)
+    return found
+
+
+def _children() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def _assert_nothing_left(before: set[int]) -> None:
+    deadline = time.monotonic() + GONE_DEADLINE
+    while (left := _pool_processes(before)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not left, [(p.pid, p.cmdline()) for p in left]
+
+
+def _wait_dead(proc: psutil.Process, timeout: float = 5.0) -> None:
+    """Waits without reaping (psutil's wait() would reap our child behind the pool's back)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"pid {proc.pid} did not die")
+
+
+def _assert_works(pool: WorkerPool) -> None:
+    assert pool.map(square, range(20)) == [x * x for x in range(20)]
+
+
+def _check_error(exc: BaseException, elapsed: float, *expected: str) -> str:
+    text = _all_text(exc)
+    assert re.search(r"Worker-\d", text), text
+    for piece in expected:
+        assert piece in text, f"{piece!r} not in:\n{text}"
+    assert elapsed < ERROR_DEADLINE, f"the error took {elapsed:.3f} s to arrive:\n{text}"
+    return text
+
+
+def run_fault(method, expected_type, run, stamp_path, *expected_text, **pool_options):
+    """Runs ``run(pool)``, which must fail with ``expected_type``; checks the three points."""
+    before = _children()
+    with WorkerPool(n_jobs=2, start_method=method, **pool_options) as pool:
+        with pytest.raises(expected_type) as info:
+            run(pool)
+        elapsed = time.monotonic() - fault_time(stamp_path)
+        _check_error(info.value, elapsed, *expected_text)
+        _assert_works(pool)
+    _assert_nothing_left(before)
+    with WorkerPool(n_jobs=2, start_method=method) as fresh:
+        _assert_works(fresh)
+    _assert_nothing_left(before)
+    return info.value
+
+
+@pytest.fixture
+def clock(tmp_path) -> str:
+    return str(tmp_path / "fault-time")
+
+
+# -- worker deaths ----------------------------------------------------------------------------
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method", METHODS)
+def test_sigkill_from_outside_in_the_middle_of_a_map(method, tmp_path, clock):
+    """What the OOM killer does: SIGKILL to a busy worker, from another process."""
+    pid_file = tmp_path / "pid"
+
+    def kill_when_task_40_runs():
+        deadline = time.monotonic() + 30
+        while not pid_file.exists() or not pid_file.read_text():
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.005)
+        stamp(clock)
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_when_task_40_runs)
+    killer.start()
+    try:
+        run_fault(method, WorkerDiedError,
+                  lambda pool: pool.map(partial(sleep_at, str(pid_file), 40), range(200),
+                                        chunk_size=1),
+                  clock, "SIGKILL", "task 40", "Arg 0: 40")
+    finally:
+        killer.join()
+
+
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method", METHODS)
+def test_task_calls_os_exit(method, clock):
+    run_fault(method, WorkerDiedError,
+              lambda pool: pool.map(partial(exit_at, clock, 13), range(40)),
+              clock, "exited with code 3", "task 13", "Arg 0: 13")
+
+
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method", METHODS)
+def test_task_segfaults(method, clock):
+    run_fault(method, WorkerDiedError,
+              lambda pool: pool.map(partial(segfault_at, clock, 13), range(40)),
+              clock, "SIGSEGV", "task 13", "Arg 0: 13")
+
+
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method", METHODS)
+def test_task_runs_into_the_memory_limit(method, clock):
+    run_fault(method, MemoryError,
+              lambda pool: pool.map(partial(hog_memory_at, clock, 13), range(40),
+                                    worker_init=limit_memory),
+              clock, "task 13", "Arg 0: 13")
+
+
+# -- worker_init and worker_exit --------------------------------------------------------------
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method", METHODS)
+def test_exception_in_worker_init(method, clock):
+    run_fault(method, ValueError,
+              lambda pool: pool.map(square, range(40), worker_init=partial(failing_init, clock)),
+              clock, "worker_init", "refused to start")
+
+
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method", METHODS)
+def test_exception_in_worker_exit(method, clock):
+    run_fault(method, ValueError,
+              lambda pool: pool.map(square, range(40), worker_exit=partial(failing_exit, clock)),
+              clock, "worker_exit", "could not clean up")
+
+
+# -- big messages -----------------------------------------------------------------------------
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method", METHODS)
+def test_results_and_arguments_larger_than_the_socket_buffer(method):
+    before = _children()
+    blobs = [bytes([i]) * BIG for i in range(8)]
+    with WorkerPool(n_jobs=2, start_method=method) as pool:
+        results = pool.map(echo_length, blobs, chunk_size=1)
+        assert [length for length, _ in results] == [BIG] * 8
+        assert all(len(blob) == BIG for _, blob in results)
+        _assert_works(pool)
+    _assert_nothing_left(before)
+
+
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method", METHODS)
+def test_error_while_big_results_are_on_their_way(method, clock):
+    run_fault(method, ValueError,
+              lambda pool: pool.map(partial(big_result_or_raise_at, clock, 13), range(40),
+                                    chunk_size=1),
+              clock, "task 13", "Arg 0: 13", "failed among big results")
+
+
+# -- pickling ---------------------------------------------------------------------------------
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method", METHODS)
+def test_unpicklable_argument(method, clock):
+    def run(pool):
+        stamp(clock)  # the fault is in the parent: the clock starts with the call
+        pool.map(square, [0, 1, 2, threading.Lock(), 4, 5])
+
+    exc = run_fault(method, TaskPicklingError, run, clock, "task 3", "could not be pickled")
+    assert isinstance(exc, TypeError)
+
+
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method", METHODS)
+def test_unpicklable_result(method, clock):
+    run_fault(method, TaskPicklingError,
+              lambda pool: pool.map(partial(lock_at, clock, 13), range(40)),
+              clock, "task 13", "Arg 0: 13", "could not be pickled")
+
+
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("exc_type", [ErrorWithLock, ErrorThatBreaksEverything],
+                         ids=lambda t: t.__name__)
+def test_exception_whose_own_pickling_fails(method, exc_type, clock):
+    exc = run_fault(method, exc_type,
+                    lambda pool: pool.map(partial(raise_unpicklable_at, clock, 13, exc_type),
+                                          range(40)),
+                    clock, "task 13", "Arg 0: 13")
+    if exc_type is ErrorWithLock:
+        assert "unpicklable error from task 13" in str(exc)
+
+
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method", METHODS)
+def test_result_that_cannot_be_rebuilt_in_the_parent(method, clock):
+    run_fault(method, TaskPicklingError,
+              lambda pool: pool.map(partial(unloadable_at, clock, 13), range(40), chunk_size=1),
+              clock, "task 13", "could not be unpickled in the parent", "cannot be rebuilt")
+
+
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method", METHODS)
+def test_idle_worker_killed_between_maps_of_a_keep_alive_pool(method):
+    """An idle worker that dies (OOM killer) lost no work: the next map must simply run."""
+    before = _children()
+    with WorkerPool(n_jobs=2, start_method=method, keep_alive=True) as pool:
+        _assert_works(pool)
+        victim = _pool_processes(before)[0]
+        victim.kill()
+        _wait_dead(victim)
+        _assert_works(pool)
+        assert victim.pid not in {p.pid for p in _pool_processes(before)}
+    _assert_nothing_left(before)
