@@ -20,11 +20,11 @@ import time
 from functools import partial
 from pathlib import Path
 
-import psutil
 import pytest
 
 from nbpool import WorkerPool
 from nbpool.engine.errors import TaskPicklingError, WorkerDiedError
+from procs import all_text, assert_nothing_left, children, pool_processes, wait_dead
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:start_method='fork':RuntimeWarning"),
@@ -33,7 +33,6 @@ pytestmark = [
 
 METHODS = ["fork", "forkserver", "spawn"]
 ERROR_DEADLINE = 1.0  # seconds from the fault to the error in the parent (the issue's bound)
-GONE_DEADLINE = 1.0  # seconds after the pool closes for its processes to be gone
 HANG_GUARD = 60  # only there so that a hang fails the test instead of blocking the run
 BIG = 4 * 2**20  # bytes; far more than a socket buffer (about 200 KB on Linux)
 
@@ -167,68 +166,12 @@ def unloadable_at(path, target, x):
 
 
 # -- checks -----------------------------------------------------------------------------------
-def _all_text(exc: BaseException) -> str:
-    """What a user sees of an error: its message, the remote traceback and the notes."""
-    try:
-        parts = [type(exc).__name__, str(exc)]
-    except Exception:  # an exception whose __str__ fails (one of the faults)
-        parts = [type(exc).__name__]
-    if exc.__cause__ is not None:
-        parts.append(str(exc.__cause__))
-    parts.extend(getattr(exc, "__notes__", []))
-    return "\n".join(parts)
-
-
-def _pool_processes(before: set[int]) -> list[psutil.Process]:
-    """Processes started since ``before``, except multiprocessing's long-lived helpers."""
-    found = []
-    for proc in psutil.Process().children(recursive=True):
-        if proc.pid in before:
-            continue
-        try:
-            cmdline = " ".join(proc.cmdline())
-            parent = proc.ppid()
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                continue
-        except (psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue
-        helper = "forkserver" in cmdline or "resource_tracker" in cmdline
-        if helper and parent == os.getpid():  # a forkserver's workers are not helpers
-            continue
-        found.append(proc)
-    return found
-
-
-def _children() -> set[int]:
-    return {p.pid for p in psutil.Process().children(recursive=True)}
-
-
-def _assert_nothing_left(before: set[int]) -> None:
-    deadline = time.monotonic() + GONE_DEADLINE
-    while (left := _pool_processes(before)) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not left, [(p.pid, p.cmdline()) for p in left]
-
-
-def _wait_dead(proc: psutil.Process, timeout: float = 5.0) -> None:
-    """Waits without reaping (psutil's wait() would reap our child behind the pool's back)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                return
-        except psutil.NoSuchProcess:
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"pid {proc.pid} did not die")
-
-
 def _assert_works(pool: WorkerPool) -> None:
     assert pool.map(square, range(20)) == [x * x for x in range(20)]
 
 
 def _check_error(exc: BaseException, elapsed: float, *expected: str) -> str:
-    text = _all_text(exc)
+    text = all_text(exc)
     assert re.search(r"Worker-\d", text), text
     for piece in expected:
         assert piece in text, f"{piece!r} not in:\n{text}"
@@ -238,17 +181,17 @@ def _check_error(exc: BaseException, elapsed: float, *expected: str) -> str:
 
 def run_fault(method, expected_type, run, stamp_path, *expected_text, **pool_options):
     """Runs ``run(pool)``, which must fail with ``expected_type``; checks the three points."""
-    before = _children()
+    before = children()
     with WorkerPool(n_jobs=2, start_method=method, **pool_options) as pool:
         with pytest.raises(expected_type) as info:
             run(pool)
         elapsed = time.monotonic() - fault_time(stamp_path)
         _check_error(info.value, elapsed, *expected_text)
         _assert_works(pool)
-    _assert_nothing_left(before)
+    assert_nothing_left(before)
     with WorkerPool(n_jobs=2, start_method=method) as fresh:
         _assert_works(fresh)
-    _assert_nothing_left(before)
+    assert_nothing_left(before)
     return info.value
 
 
@@ -337,14 +280,14 @@ def test_exception_in_worker_exit(method, clock):
 @pytest.mark.timeout(HANG_GUARD)
 @pytest.mark.parametrize("method", METHODS)
 def test_results_and_arguments_larger_than_the_socket_buffer(method):
-    before = _children()
+    before = children()
     blobs = [bytes([i]) * BIG for i in range(8)]
     with WorkerPool(n_jobs=2, start_method=method) as pool:
         results = pool.map(echo_length, blobs, chunk_size=1)
         assert [length for length, _ in results] == [BIG] * 8
         assert all(len(blob) == BIG for _, blob in results)
         _assert_works(pool)
-    _assert_nothing_left(before)
+    assert_nothing_left(before)
 
 
 @pytest.mark.startmethod
@@ -407,12 +350,12 @@ def test_result_that_cannot_be_rebuilt_in_the_parent(method, clock):
 @pytest.mark.parametrize("method", METHODS)
 def test_idle_worker_killed_between_maps_of_a_keep_alive_pool(method):
     """An idle worker that dies (OOM killer) lost no work: the next map must simply run."""
-    before = _children()
+    before = children()
     with WorkerPool(n_jobs=2, start_method=method, keep_alive=True) as pool:
         _assert_works(pool)
-        victim = _pool_processes(before)[0]
+        victim = pool_processes(before)[0]
         victim.kill()
-        _wait_dead(victim)
+        wait_dead(victim)
         _assert_works(pool)
-        assert victim.pid not in {p.pid for p in _pool_processes(before)}
-    _assert_nothing_left(before)
+        assert victim.pid not in {p.pid for p in pool_processes(before)}
+    assert_nothing_left(before)
