@@ -439,7 +439,10 @@ import sys, time
 from nbpool import WorkerPool
 
 def slow(x):
-    print("task", x, flush=True)
+    # one write per line: with PYTHONUNBUFFERED print() writes each piece on its own and
+    # two workers' lines can interleave ("tasktask 1")
+    sys.stdout.write(f"task {x}\n")
+    sys.stdout.flush()
     time.sleep(60)
     return x
 

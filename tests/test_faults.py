@@ -189,7 +189,7 @@ def run_fault(method, expected_type, run, stamp_path, *expected_text, **pool_opt
         _check_error(info.value, elapsed, *expected_text)
         _assert_works(pool)
     assert_nothing_left(before)
-    with WorkerPool(n_jobs=2, start_method=method) as fresh:
+    with WorkerPool(n_jobs=1, start_method=method) as fresh:
         _assert_works(fresh)
     assert_nothing_left(before)
     return info.value

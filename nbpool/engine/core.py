@@ -15,6 +15,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from multiprocessing.connection import Pipe
+from multiprocessing.connection import wait as wait_for
 from typing import Any, Callable
 
 from . import errors, start_methods
@@ -39,7 +40,8 @@ from .transport import Channel
 from .worker import worker_main
 
 PREFETCH = 2  # chunks a worker may hold: one running, one waiting, so it never idles
-TERMINATE_GRACE = 0.3  # seconds between SIGTERM and SIGKILL
+TERMINATE_GRACE = 0.3  # seconds a worker that reacts to SIGTERM has for its finally blocks
+TERMINATE_ACK = 0.05  # seconds a worker has to react to SIGTERM at all (in C code it cannot)
 RECHECK_INTERVAL = 0.02  # how soon to look again at a timeout whose clock has not started
 
 
@@ -606,16 +608,24 @@ class Engine:
         self.selector_reset()
 
     def _kill(self, slots: list[WorkerSlot]) -> None:
+        """SIGTERM, so that the task's ``finally`` blocks run (nested pools stop theirs);
+        SIGKILL for a worker that does not react within ``TERMINATE_ACK`` (stuck in C code)
+        or does not end within ``TERMINATE_GRACE``."""
         processes = [s for s in slots if not isinstance(s.handle, threading.Thread)]
         for slot in processes:
             if slot.handle.exitcode is None:
                 slot.handle.terminate()
-        deadline = time.monotonic() + TERMINATE_GRACE
+        started = time.monotonic()
+        _wait_ended(processes, started + TERMINATE_ACK)
         for slot in processes:
-            slot.handle.join(timeout=max(0.0, deadline - time.monotonic()))
+            status = self.stats.get(slot.worker_id, Field.STATUS)
+            if slot.handle.exitcode is None and status != Status.TERMINATING:
+                slot.handle.kill()
+        _wait_ended(processes, started + TERMINATE_GRACE)
+        for slot in processes:
             if slot.handle.exitcode is None:
                 slot.handle.kill()
-                slot.handle.join()
+            slot.handle.join()
         for slot in slots:
             self._forget(slot, Status.DEAD)
 
@@ -634,6 +644,16 @@ class Engine:
     # -- views ---------------------------------------------------------------------------
     def tasks_done(self) -> int:
         return int(self.stats.total(Field.TASKS_DONE))
+
+
+def _wait_ended(slots: list[WorkerSlot], deadline: float) -> None:
+    """Waits until every process of ``slots`` has ended, or until ``deadline``."""
+    while True:
+        alive = [s.handle.sentinel for s in slots if s.handle.exitcode is None]
+        remaining = deadline - time.monotonic()
+        if not alive or remaining <= 0:
+            return
+        wait_for(alive, remaining)
 
 
 def _describe_tasks(item: InFlight) -> str:

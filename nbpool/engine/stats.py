@@ -44,6 +44,7 @@ class Status(enum.IntEnum):
     STOPPED = 5
     DEAD = 6
     RESTARTING = 7
+    TERMINATING = 8  # the worker's SIGTERM handler runs (it is being terminated)
 
 
 def allocate(n_workers: int) -> "RawArray":

@@ -49,6 +49,18 @@ def _on_sigterm(signum, frame):
     raise _Terminated()
 
 
+def _acknowledging_sigterm(row, index: int):
+    """A SIGTERM handler that first marks the worker TERMINATING in its stats row: the parent
+    then knows it is running Python code and gives its ``finally`` blocks time, while it
+    kills at once a worker that cannot react (stuck in one long C call)."""
+
+    def on_sigterm(signum, frame):
+        row[index] = Status.TERMINATING
+        raise _Terminated()
+
+    return on_sigterm
+
+
 def _is_unpacked(arg: Any) -> bool:
     """mpire's rule: iterables are unpacked as ``*args`` except str, bytes, numpy arrays."""
     if isinstance(arg, _NOT_UNPACKED):
@@ -379,6 +391,9 @@ def worker_main(conn, stats_block, setup: WorkerSetup | ByValue, in_thread: bool
     if not in_thread:
         _prepare_process(setup)
     worker = Worker(conn, stats_block, setup, in_thread)
+    if not in_thread:
+        status_cell = worker.base + Field.STATUS
+        signal.signal(signal.SIGTERM, _acknowledging_sigterm(worker.row, status_cell))
     try:
         worker.run()
     except (_Terminated, EOFError, BrokenPipeError, ConnectionResetError):
