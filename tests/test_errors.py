@@ -441,7 +441,7 @@ from nbpool import WorkerPool
 def slow(x):
     # one write per line: with PYTHONUNBUFFERED print() writes each piece on its own and
     # two workers' lines can interleave ("tasktask 1")
-    sys.stdout.write(f"task {x}\n")
+    sys.stdout.write(f"task {x}\\n")
     sys.stdout.flush()
     time.sleep(60)
     return x
