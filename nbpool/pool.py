@@ -8,6 +8,7 @@ engine's business (``nbpool.engine``); drawing progress is the views' (``nbpool.
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator
 
 from . import params
@@ -111,7 +112,7 @@ class WorkerPool:
                 engine.reap()  # a worker that died while idle lost nothing: replace it
                 return
             self._finish_applies()
-            engine.stop()  # their init/exit or pool parameters changed: start afresh
+            self._stop_workers()  # their init/exit or pool parameters changed: start afresh
         self._top_tasks = TopTasks()
         engine.exit_results = []
         engine.exit_errors = []
@@ -122,7 +123,23 @@ class WorkerPool:
         if not self._engine.running:
             self._fail_pending_applies(RuntimeError("Pool was terminated"))
             return
-        self._engine.pump(timeout)
+        with self._terminated_on_interrupt():
+            self._engine.pump(timeout)
+
+    @contextmanager
+    def _terminated_on_interrupt(self):
+        """Ctrl-C or Jupyter's 'interrupt kernel' while the pool waits stops all its work,
+        even if the pool object lives on (a notebook variable)."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            self.terminate()
+            raise
+
+    def _stop_workers(self) -> None:
+        """Graceful stop (exit functions run); an interrupt turns it into terminate."""
+        with self._terminated_on_interrupt():
+            self._engine.stop()
 
     # -- the map family ------------------------------------------------------------------
     def map(self, func: Callable, iterable_of_args: Iterable, iterable_len: int | None = None,
@@ -306,7 +323,7 @@ class WorkerPool:
             progress.close("done")
         if not self._keep_alive:
             self._finish_applies()
-            engine.stop()
+            self._stop_workers()
             self._raise_exit_errors()
 
     # -- the apply family ----------------------------------------------------------------
@@ -350,13 +367,15 @@ class WorkerPool:
         result.job_id = job.id
         engine.submit_apply(job, func, args, kwargs or {})
         self._apply_results.append(result)
-        engine.pump(0)
+        with self._terminated_on_interrupt():
+            engine.pump(0)
         self._apply_results = [r for r in self._apply_results if not r._done()]
         return result
 
     def _finish_applies(self) -> None:
-        while any(not r._done() for r in self._apply_results) and self._engine.running:
-            self._engine.pump(None)
+        with self._terminated_on_interrupt():
+            while any(not r._done() for r in self._apply_results) and self._engine.running:
+                self._engine.pump(None)
         self._apply_results = []
 
     def _fail_pending_applies(self, exc: BaseException) -> None:
@@ -373,7 +392,7 @@ class WorkerPool:
         self._finish_applies()
         if keep_alive:
             return
-        self._engine.stop()
+        self._stop_workers()
         self._raise_exit_errors()
 
     join = stop_and_join

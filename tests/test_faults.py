@@ -359,3 +359,67 @@ def test_idle_worker_killed_between_maps_of_a_keep_alive_pool(method):
         _assert_works(pool)
         assert victim.pid not in {p.pid for p in pool_processes(before)}
     assert_nothing_left(before)
+
+
+# -- the parent itself dies -------------------------------------------------------------------
+ORPHAN_SCRIPT = r'''
+import os, sys, time
+from nbpool import WorkerPool
+
+def pid(x):
+    time.sleep(0.1)
+    return os.getpid()
+
+if __name__ == "__main__":
+    method, state = sys.argv[1], sys.argv[2]
+    pool = WorkerPool(n_jobs=2, start_method=method, keep_alive=True)
+    pids = sorted(set(pool.map(pid, range(6), chunk_size=1)))
+    os.write(1, (" ".join(map(str, pids)) + "\n").encode())
+    if state == "busy":
+        pool.map(time.sleep, [600, 600], chunk_size=1)
+    time.sleep(600)
+'''
+
+
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method, state", [
+    ("fork", "idle"), ("fork", "busy"), ("spawn", "idle"), ("spawn", "busy"),
+    ("forkserver", "idle"),
+])
+def test_workers_do_not_outlive_a_parent_killed_with_sigkill(method, state):
+    """The kernel killed by the OOM killer, or ``kill -9``: its workers must go too. (A
+    forkserver's busy worker finishes its task first: its parent is the forkserver, which
+    lives until the last worker has gone.)"""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", ORPHAN_SCRIPT, method, state],
+                            stdout=subprocess.PIPE, text=True, start_new_session=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+    workers = []
+    try:
+        workers = [int(pid) for pid in proc.stdout.readline().split()]
+        assert len(workers) == 2
+        time.sleep(0.3)  # busy: both workers are inside their long task
+        proc.kill()
+        proc.wait()
+        killed = time.monotonic()
+        while (alive := [pid for pid in workers if _running(pid)]) and \
+                time.monotonic() - killed < 2.0:
+            time.sleep(0.02)
+        assert not alive, f"workers outlived their parent: {alive}"
+    finally:
+        for pid in workers:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+        proc.stdout.close()
+
+
+def _running(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

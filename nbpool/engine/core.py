@@ -35,6 +35,7 @@ from .protocol import (
     WorkerSetup,
 )
 from .serialization import ByValue, dumps, loads
+from .signals import interrupts_deferred
 from .stats import Field, StatsTable, Status, allocate
 from .transport import Channel
 from .worker import worker_main
@@ -157,16 +158,21 @@ class Engine:
     def _start_worker(self, worker_id: int) -> WorkerSlot:
         args = self._setup_args
         cpu_ids = self.cpu_ids[worker_id] if self.cpu_ids else None
+        method = start_methods.resolve(self.start_method)
         setup = WorkerSetup(
             worker_id=worker_id,
             cpu_ids=cpu_ids,
             sys_path=[p for p in sys.path if p],
             cwd=os.getcwd(),
+            # the kernel's parent-death signal follows the thread that started the worker
+            die_with_parent=(method == "forkserver"
+                             or threading.current_thread() is threading.main_thread()),
+            parent_pid=0 if method == "forkserver" else os.getpid(),
             **args,
         )
-        method = start_methods.resolve(self.start_method)
         self.method_used = self.method_used or method
         parent_conn, child_conn = Pipe(duplex=True)
+        channel = Channel(parent_conn)  # registered before a fork, which must close it
         self.stats.set(worker_id, Field.STATUS, Status.STARTING)
         self.stats.set(worker_id, Field.STARTED_AT, time.monotonic())
         self.stats.set(worker_id, Field.PHASE_START, 0.0)
@@ -190,11 +196,16 @@ class Engine:
                 name=f"nbpool-Worker-{worker_id}",
                 daemon=self.daemon,
             )
-            with start_methods.quiet_fork(method, explicit=self.start_method == "fork"), \
-                    start_methods.hide_unreadable_main(method):
-                handle.start()
-            child_conn.close()
-        slot = WorkerSlot(worker_id, method, handle, Channel(parent_conn))
+            try:
+                with start_methods.quiet_fork(method, explicit=self.start_method == "fork"), \
+                        start_methods.hide_unreadable_main(method):
+                    handle.start()
+            except BaseException:
+                channel.close()
+                raise
+            finally:
+                child_conn.close()
+        slot = WorkerSlot(worker_id, method, handle, channel)
         self.slots[worker_id] = slot
         self.selector.register(slot.channel.fd, selectors.EVENT_READ, ("conn", slot))
         if slot.sentinel is not None:
@@ -611,7 +622,12 @@ class Engine:
         """SIGTERM, so that the task's ``finally`` blocks run (nested pools stop theirs);
         SIGKILL for a worker that does not react within ``TERMINATE_ACK`` (stuck in C code)
         or does not end within ``TERMINATE_GRACE``."""
-        processes = [s for s in slots if not isinstance(s.handle, threading.Thread)]
+        with interrupts_deferred():
+            self._stop_processes([s for s in slots if not isinstance(s.handle, threading.Thread)])
+            for slot in slots:
+                self._forget(slot, Status.DEAD)
+
+    def _stop_processes(self, processes: list[WorkerSlot]) -> None:
         for slot in processes:
             if slot.handle.exitcode is None:
                 slot.handle.terminate()
@@ -626,8 +642,6 @@ class Engine:
             if slot.handle.exitcode is None:
                 slot.handle.kill()
             slot.handle.join()
-        for slot in slots:
-            self._forget(slot, Status.DEAD)
 
     def selector_reset(self) -> None:
         """Forget finished jobs once no worker is left."""

@@ -39,6 +39,8 @@ class WorkerSetup:
     cpu_ids: list[int] | None
     sys_path: list[str] = field(default_factory=list)
     cwd: str | None = None
+    die_with_parent: bool = False  # see lifeline.die_with_parent
+    parent_pid: int = 0  # the process that starts the worker (0: a forkserver, unknown)
 
 
 @dataclass

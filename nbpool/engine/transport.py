@@ -12,6 +12,8 @@ import os
 import struct
 from collections import deque
 
+from .lifeline import forget_parent_end, register_parent_end
+
 _SHORT = struct.Struct("!i")
 _LONG = struct.Struct("!Q")
 _READ_SIZE = 1 << 18
@@ -30,6 +32,7 @@ class Channel:
         self.conn = conn
         self.fd = conn.fileno()
         os.set_blocking(self.fd, False)
+        register_parent_end(self.fd)  # forked workers close their copies of it
         self._out: deque[memoryview] = deque()
         self._header = bytearray()
         self._body: bytearray | None = None
@@ -108,6 +111,7 @@ class Channel:
         self._body_got = 0
 
     def close(self) -> None:
+        forget_parent_end(self.fd)
         try:
             self.conn.close()
         except OSError:

@@ -17,6 +17,7 @@ from functools import partial
 from typing import Any, Callable
 
 from . import errors
+from .lifeline import close_inherited_parent_ends, die_with_parent
 from .protocol import (
     APPLY,
     CHUNK,
@@ -369,6 +370,9 @@ def _prepare_process(setup: WorkerSetup) -> None:
     # Ctrl-C and a Jupyter interrupt are for the parent: it stops the workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    close_inherited_parent_ends()  # nothing to close unless forked from the parent
+    if setup.die_with_parent:
+        die_with_parent(setup.parent_pid)
     for path in setup.sys_path:
         if path not in sys.path:
             sys.path.append(path)
