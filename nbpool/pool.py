@@ -299,7 +299,7 @@ class WorkerPool:
             tick = (lambda: progress.update(engine.tasks_done() - baseline)) if progress else None
             run = MapRun(engine, spec, chunks, ordered, max_tasks_active, self._order_tasks,
                          task_timeout, task_retries, on_tick=tick,
-                         on_top_tasks=lambda _i, top: self._top_tasks.merge(top))
+                         on_top_tasks=_merge_into(self._top_tasks))
             for part in run.results():
                 if tick is not None:
                     tick()
@@ -369,8 +369,16 @@ class WorkerPool:
         self._apply_results.append(result)
         with self._terminated_on_interrupt():
             engine.pump(0)
-        self._apply_results = [r for r in self._apply_results if not r._done()]
         return result
+
+    def _apply_done(self, result: AsyncResult) -> None:
+        """Forget a finished result: the pool holds only pending ones, so that a pool the
+        user drops is freed at once (and its workers stopped) instead of waiting for the
+        garbage collector to break a pool -> result -> pool cycle."""
+        try:
+            self._apply_results.remove(result)
+        except ValueError:
+            pass
 
     def _finish_applies(self) -> None:
         with self._terminated_on_interrupt():
@@ -379,9 +387,9 @@ class WorkerPool:
         self._apply_results = []
 
     def _fail_pending_applies(self, exc: BaseException) -> None:
-        for result in self._apply_results:
+        pending, self._apply_results = self._apply_results, []
+        for result in pending:
             result._set_error(exc)
-        self._apply_results = []
 
     # -- lifecycle -----------------------------------------------------------------------
     def stop_and_join(self, keep_alive: bool = False) -> None:
@@ -447,6 +455,11 @@ class WorkerPool:
                 engine.close()
             except Exception:
                 pass
+
+
+def _merge_into(top_tasks: TopTasks) -> Callable[[int, list], None]:
+    """The MapRun's callback for top tasks; it must not hold the pool (see _apply_done)."""
+    return lambda _index, top: top_tasks.merge(top)
 
 
 def _count_chunks(n_tasks: int, size) -> int:

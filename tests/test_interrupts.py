@@ -240,7 +240,13 @@ def _reply(client, msg_id: str, timeout: float) -> dict:
 
 
 def _run_cell(client, code: str, timeout: float = 60) -> dict:
-    return _reply(client, client.execute(code), timeout)
+    for _ in range(5):
+        reply = _reply(client, client.execute(code), timeout)
+        # ipykernel aborts requests that reach it while it is still handling an error
+        if reply["status"] != "aborted":
+            return reply
+        time.sleep(0.1)
+    return reply
 
 
 KERNEL_SETUP = textwrap.dedent(r'''

@@ -77,6 +77,17 @@ class Job:
             self.error = exc
             self.on_failure(exc)
 
+    def detach(self) -> None:
+        """Drop the callbacks once the job is over: they point back at its owner, and that
+        cycle would keep the owner (and its pool) alive until the garbage collector runs."""
+        self.on_result = _ignore
+        self.on_failure = _ignore
+        self.requeue = None
+
+
+def _ignore(*args) -> None:
+    pass
+
 
 @dataclass
 class InFlight:

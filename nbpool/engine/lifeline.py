@@ -12,27 +12,35 @@ tasks, and only if no process holds a copy of the parent's end of that connectio
 
 from __future__ import annotations
 
+import ctypes  # loaded here, so that forked and forkserver workers find it loaded
 import os
 import signal
 import sys
+import weakref
 
 _PR_SET_PDEATHSIG = 1
-_parent_ends: set[int] = set()  # fds of the parent's ends of worker connections
+# the parent's ends of worker connections (multiprocessing Connection objects)
+_parent_ends: "weakref.WeakSet" = weakref.WeakSet()
 
 
-def register_parent_end(fd: int) -> None:
-    _parent_ends.add(fd)
+def register_parent_end(conn) -> None:
+    _parent_ends.add(conn)
 
 
-def forget_parent_end(fd: int) -> None:
-    _parent_ends.discard(fd)
+def forget_parent_end(conn) -> None:
+    _parent_ends.discard(conn)
 
 
 def close_inherited_parent_ends() -> None:
-    """In a forked worker: close the copies of the parent's connection ends."""
-    for fd in _parent_ends:
+    """In a forked worker: close the copies of the parent's connection ends.
+
+    Closed through their Connection objects, which this process inherited too: closing
+    the bare fds would let those objects close the numbers again later, by then perhaps
+    another file's.
+    """
+    for conn in list(_parent_ends):
         try:
-            os.close(fd)
+            conn.close()
         except OSError:
             pass
     _parent_ends.clear()  # a nested pool in this worker starts its own list
@@ -48,8 +56,6 @@ def die_with_parent(parent_pid: int) -> None:
     if not sys.platform.startswith("linux"):
         return
     try:
-        import ctypes
-
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
             return

@@ -209,3 +209,4 @@ class MapRun:
                     self.on_tick()
         finally:
             engine.jobs.pop(self.job.id, None)
+            self.job.detach()

@@ -32,7 +32,7 @@ class Channel:
         self.conn = conn
         self.fd = conn.fileno()
         os.set_blocking(self.fd, False)
-        register_parent_end(self.fd)  # forked workers close their copies of it
+        register_parent_end(conn)  # forked workers close their copies of it
         self._out: deque[memoryview] = deque()
         self._header = bytearray()
         self._body: bytearray | None = None
@@ -111,7 +111,7 @@ class Channel:
         self._body_got = 0
 
     def close(self) -> None:
-        forget_parent_end(self.fd)
+        forget_parent_end(self.conn)
         try:
             self.conn.close()
         except OSError:

@@ -390,21 +390,23 @@ def _prepare_process(setup: WorkerSetup) -> None:
 
 def worker_main(conn, stats_block, setup: WorkerSetup | ByValue, in_thread: bool = False) -> None:
     """Entry point of a worker process or thread."""
-    if isinstance(setup, ByValue):
-        setup = setup.value
-    if not in_thread:
-        _prepare_process(setup)
-    worker = Worker(conn, stats_block, setup, in_thread)
-    if not in_thread:
-        status_cell = worker.base + Field.STATUS
-        signal.signal(signal.SIGTERM, _acknowledging_sigterm(worker.row, status_cell))
-    try:
+    worker = None
+    try:  # a SIGTERM can come at any point, even while the worker is still starting
+        if isinstance(setup, ByValue):
+            setup = setup.value
+        if not in_thread:
+            _prepare_process(setup)
+        worker = Worker(conn, stats_block, setup, in_thread)
+        if not in_thread:
+            status_cell = worker.base + Field.STATUS
+            signal.signal(signal.SIGTERM, _acknowledging_sigterm(worker.row, status_cell))
         worker.run()
     except (_Terminated, EOFError, BrokenPipeError, ConnectionResetError):
         pass  # terminated, or the parent closed its end: nobody is left to answer
     finally:
-        worker.put(Field.STATUS, Status.STOPPED)
-        worker.put(Field.PHASE_START, 0.0)
+        if worker is not None:
+            worker.put(Field.STATUS, Status.STOPPED)
+            worker.put(Field.PHASE_START, 0.0)
         try:
             conn.close()
         except OSError:
