@@ -21,3 +21,11 @@ def exit_on_7(x):
     if x == 7:
         os._exit(1)
     return x
+
+
+def affine(x):
+    return 3 * x + 1
+
+
+def double_rows(block):
+    return block * 2
