@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from nbpool import WorkerPool
-from nbpool.engine.errors import TaskPicklingError, WorkerDiedError
+from nbpool.engine.errors import TaskPicklingError, WorkerDiedError, WorkerStartError
 from procs import all_text, assert_nothing_left, children, pool_processes, wait_dead
 
 pytestmark = [
@@ -39,8 +39,20 @@ BIG = 4 * 2**20  # bytes; far more than a socket buffer (about 200 KB on Linux)
 
 # -- fault functions (module level, so that every start method can import them) ---------------
 def stamp(path: str) -> None:
-    """Records when the fault strikes."""
-    Path(path).write_text(repr(time.monotonic()))
+    """Records when the fault strikes first (several workers may fault at once).
+
+    Written to a private file and linked into place: a reader never sees it half-written,
+    and a later fault does not overwrite the first one's time.
+    """
+    now = time.monotonic()
+    private = f"{path}.{os.getpid()}"
+    Path(private).write_text(repr(now))
+    try:
+        os.link(private, path)
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(private)
 
 
 def fault_time(path) -> float:
@@ -264,6 +276,22 @@ def test_exception_in_worker_init(method, clock):
     run_fault(method, ValueError,
               lambda pool: pool.map(square, range(40), worker_init=partial(failing_init, clock)),
               clock, "worker_init", "refused to start")
+
+
+def exiting_init(path):
+    stamp(path)
+    os._exit(4)
+
+
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method", METHODS)
+def test_worker_init_kills_the_worker(method, clock):
+    """Not retried (it would die again): a start error that says worker_init."""
+    run_fault(method, WorkerStartError,
+              lambda pool: pool.map(square, range(40), worker_init=partial(exiting_init, clock),
+                                    task_retries=3),
+              clock, "died while running worker_init", "exited with code 4")
 
 
 @pytest.mark.startmethod

@@ -165,6 +165,7 @@ def test_sigint_stops_all_work(method, case, target):
         script.read_until(lambda lines: "interrupted" in lines or "not interrupted" in lines,
                           "KeyboardInterrupt")
         assert "interrupted" in script.lines
+        print(f"SIGINT ({target}, {case}, {method}): workers gone after {took:.3f} s")
         assert not alive, f"workers still running {took:.2f} s after SIGINT: {alive}"
         assert took < STOP_DEADLINE, f"the workers took {took:.2f} s to stop"
         script.read_until(lambda lines: "same pool ok" in lines, "the pools working again")
@@ -191,6 +192,7 @@ def test_repeated_ctrl_c_while_workers_are_stuck_in_c(method):
             os.killpg(script.proc.pid, signal.SIGINT)
             time.sleep(0.015)
         took, alive = _wait_pids_gone(workers, sent, STOP_DEADLINE + 3)
+        print(f"Ctrl-C burst, workers in C ({method}): workers gone after {took:.3f} s")
         assert not alive, f"workers still running {took:.2f} s after Ctrl-C: {alive}"
         assert took < STOP_DEADLINE, f"the workers took {took:.2f} s to stop"
         # the later interrupts may end the script itself; its helpers must go with it
@@ -301,6 +303,8 @@ def test_interrupt_kernel_stops_all_work(kernel, case, tmp_path):
     answered = time.monotonic() - sent
     took, alive = _wait_pids_gone(workers, sent, STOP_DEADLINE + 3)
     assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt", reply
+    print(f"interrupt kernel ({case}): cell answered after {answered:.3f} s, "
+          f"workers gone after {took:.3f} s")
     assert not alive, f"workers still running {took:.2f} s after the interrupt: {alive}"
     assert took < STOP_DEADLINE, f"the workers took {took:.2f} s to stop"
     assert answered < STOP_DEADLINE, f"the cell took {answered:.2f} s to stop"
@@ -313,6 +317,8 @@ def test_interrupt_kernel_stops_all_work(kernel, case, tmp_path):
     again = _run_cell(client, "assert pool.map(abs, range(-3, 3)) == [3, 2, 1, 0, 1, 2]\n"
                               "pool.terminate()")
     assert again["status"] == "ok", again
+    print(f"interrupt kernel ({case}): next cells (new pool, old pool) took "
+          f"{time.monotonic() - started:.3f} s")
     assert time.monotonic() - started < 30
     left = wait_gone(set(), 2.0, root=kernel_pid)  # only the forkserver may remain
     assert not left, [(p.pid, p.cmdline()) for p in left]
