@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Pipe
 from typing import Any, Callable
 
-from . import errors, start_methods
+from . import errors, output, start_methods
 from .protocol import (
     APPLY,
     CHUNK,
@@ -25,8 +25,11 @@ from .protocol import (
     EXIT_ERROR,
     INIT_ERROR,
     JOB,
+    OUTPUT,
+    PROGRESS,
     READY,
     RESULT,
+    STATE,
     STOP,
     TASK_ERROR,
     Failure,
@@ -129,6 +132,10 @@ class Engine:
         self.exit_timeout: float | None = None
         self.apply_queue: list[tuple[Job, bytes, int]] = []
         self._owner_pid = os.getpid()
+        # where relayed worker output and nested pools' progress reports go
+        self.on_output: Callable[[str, str], None] = output.write_to_parent_stream
+        self.on_progress: Callable[[dict], None] = lambda report: None
+        self.last_states: dict[int, dict] = {}  # worker id -> state summary, kept after it ends
 
     # -- workers -------------------------------------------------------------------------
     @property
@@ -142,6 +149,7 @@ class Engine:
         """Start every worker with ``setup_args`` (pool parameters, init and exit)."""
         self._setup_args = setup_args
         self.stats.reset()
+        self.last_states = {}
         for worker_id in range(self.n_jobs):
             self._start_worker(worker_id)
 
@@ -380,6 +388,12 @@ class Engine:
             if item is not None:
                 item.job.fail(self._exception_from(failure))
                 self._settle(item)
+        elif tag == OUTPUT:
+            self.on_output(message[1], message[2])
+        elif tag == PROGRESS:
+            self.on_progress(message[1])
+        elif tag == STATE:
+            self.last_states[slot.worker_id] = message[1]
         elif tag == READY:
             slot.ready = True
             slot.pid = message[1]

@@ -47,6 +47,7 @@ class TerminalProgress:
 
     def close(self, outcome: str, message: str = "") -> None:
         if outcome == "error":
+            self.bar.colour = "red"
             self.bar.set_description(f"Error: {message}"[:80])
         elif outcome == "interrupted":
             self.bar.set_description("Interrupted")
