@@ -440,6 +440,7 @@ class WorkerPool:
         if keep_alive:
             return
         self._engine.stop()
+        self._finish_views()
         self._raise_exit_errors()
 
     join = stop_and_join
@@ -448,6 +449,7 @@ class WorkerPool:
         """Stop every worker at once; pending apply results fail with RuntimeError."""
         self._engine.terminate()
         self._fail_pending_applies(RuntimeError("Pool was terminated"))
+        self._finish_views()
 
     def _raise_exit_errors(self) -> None:
         if self._engine.exit_errors:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 import threading
 import time
 
@@ -83,3 +85,18 @@ def no_leftover_workers():
         except psutil.Error:
             pass
     assert not problems, "\n".join(problems)
+
+
+@pytest.fixture
+def current_python_kernel(tmp_path, monkeypatch):
+    """A 'python3' kernelspec that runs this interpreter, found first via JUPYTER_PATH."""
+    spec_dir = tmp_path / "jupyter" / "kernels" / "python3"
+    spec_dir.mkdir(parents=True)
+    (spec_dir / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (test interpreter)",
+        "language": "python",
+    }))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    monkeypatch.setenv("PYTHONWARNINGS", "default::DeprecationWarning")
+    return "python3"
