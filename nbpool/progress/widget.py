@@ -43,32 +43,35 @@ class ProgressBox(widgets.VBox):
 
 
 class BarRow:
-    """One bar: description, progress bar and figures (main or nested)."""
+    """One bar (main or nested): the description beside the bar, figures after it.
+
+    Two widgets only (creating each costs a few comm messages), updated in one message each."""
 
     def __init__(self, model: ProgressModel):
         self.model = model
         self.report_id = None  # for a nested row: which nested map it shows now
-        self.label = widgets.HTML()
-        self.bar = widgets.FloatProgress(min=0.0, max=1.0, value=0.0)
+        self.bar = widgets.FloatProgress(min=0.0, max=1.0, value=0.0,
+                                         style={"description_width": "initial"})
         self.figures = widgets.HTML()
-        self.box = widgets.HBox([self.label, self.bar, self.figures])
+        self.box = widgets.HBox([self.bar, self.figures])
         self.box.add_class(BAR_CSS_CLASS)
         self.draw()
 
     def draw(self) -> None:
         model = self.model
-        if model.total:
-            self.bar.max = float(model.total)
-            self.bar.value = float(min(model.n, model.total))
-            self.bar.bar_style = _BAR_STYLE[model.outcome]
-        else:  # unknown length: a full bar that counts, neutral until the end
-            self.bar.max = self.bar.value = 1.0
-            self.bar.bar_style = "info" if model.outcome == "running" else _BAR_STYLE[model.outcome]
-        label = model.desc
+        with self.bar.hold_sync():
+            if model.total:
+                self.bar.max = float(model.total)
+                self.bar.value = float(min(model.n, model.total))
+                self.bar.bar_style = _BAR_STYLE[model.outcome]
+            else:  # unknown length: a full bar that counts, neutral until the end
+                self.bar.max = self.bar.value = 1.0
+                self.bar.bar_style = "info" if model.outcome == "running" else _BAR_STYLE[model.outcome]
+            self.bar.description = model.desc
+        figures = f"{model.count_text()} {model.timing_text()}"
         if model.outcome in ("error", "interrupted"):
-            label = f"{label} {model.outcome_text()}".strip()
-        self.label.value = _html_text(label)
-        self.figures.value = _html_text(f"{model.count_text()} {model.timing_text()}")
+            figures += f" {model.outcome_text()}"
+        self.figures.value = _html_text(figures)
 
 
 class WidgetProgress:
@@ -80,9 +83,7 @@ class WidgetProgress:
         self.model = ProgressModel(total, desc, unit)
         self.row = BarRow(self.model) if show_main else None
         self.nested: dict = {}  # position (or nested map id) -> BarRow
-        self.nested_box = widgets.VBox([])
-        children = ([self.row.box] if self.row else []) + [self.nested_box]
-        self.widget = ProgressBox(self.text_form, children=children)
+        self.widget = ProgressBox(self.text_form, children=[self.row.box] if self.row else [])
         self.widget.add_class(CSS_CLASS)
         self.handle = display(self.widget, display_id=True)
 
@@ -115,7 +116,8 @@ class WidgetProgress:
             if row is None:
                 row = BarRow(model)
                 self.nested[key] = row
-                self.nested_box.children = tuple(self.nested[k].box for k in sorted(self.nested))
+                main = [self.row.box] if self.row else []
+                self.widget.children = tuple(main + [self.nested[k].box for k in sorted(self.nested)])
             else:
                 row.model = model
             row.report_id = report["id"]
