@@ -77,6 +77,14 @@ def test_a_plain_process_gets_the_text_bar():
     assert resolve_style("std") == "std"
 
 
+def test_a_terminal_ipython_gets_the_text_bar():
+    pytest.importorskip("IPython")
+    code = "from nbpool.progress import resolve_style; print('STYLE', resolve_style(None))"
+    proc = subprocess.run([sys.executable, "-m", "IPython", "--no-banner", "-c", code],
+                          capture_output=True, text=True, timeout=60)
+    assert "STYLE std" in proc.stdout, proc.stdout + proc.stderr
+
+
 def test_asking_for_a_widget_outside_a_kernel_warns_and_uses_text():
     with pytest.warns(RuntimeWarning, match="needs a Jupyter kernel"):
         assert resolve_style("notebook") == "std"
@@ -243,3 +251,6 @@ def test_relay_stream_sends_whole_lines():
     assert sent[-1] == (OUTPUT, "stdout", "partial")
     with pytest.raises(TypeError, match="must be str, not bytes"):
         stream.write(b"raw")
+    with pytest.raises(OSError, match="no file descriptor"):
+        stream.fileno()
+    assert RelayStream("stderr", sent.append, fd=2).fileno() == 2

@@ -20,10 +20,11 @@ FLUSH_BYTES = 64 * 1024  # a long line without a newline is still sent in pieces
 class RelayStream(io.TextIOBase):
     """A text stream whose lines are sent to the parent process."""
 
-    def __init__(self, name: str, send: Callable[[tuple], None]):
+    def __init__(self, name: str, send: Callable[[tuple], None], fd: int | None = None):
         super().__init__()
         self.stream_name = name
         self._send = send
+        self._fd = fd
         self._buffer: list[str] = []
         self._size = 0
 
@@ -40,6 +41,13 @@ class RelayStream(io.TextIOBase):
 
     def isatty(self) -> bool:
         return False
+
+    def fileno(self) -> int:
+        """The original descriptor, for code that needs one (e.g. ``faulthandler``); what is
+        written to it directly is not relayed."""
+        if self._fd is None:
+            raise io.UnsupportedOperation("this relayed stream has no file descriptor")
+        return self._fd
 
     def write(self, text: str) -> int:
         if not isinstance(text, str):
@@ -59,10 +67,17 @@ class RelayStream(io.TextIOBase):
             self._send((OUTPUT, self.stream_name, text))
 
 
+def _fd_of(stream) -> int | None:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
 def install(send: Callable[[tuple], None]) -> None:
     """Route this process's ``sys.stdout`` and ``sys.stderr`` to the parent."""
-    sys.stdout = RelayStream("stdout", send)
-    sys.stderr = RelayStream("stderr", send)
+    sys.stdout = RelayStream("stdout", send, _fd_of(sys.stdout))
+    sys.stderr = RelayStream("stderr", send, _fd_of(sys.stderr))
 
 
 def flush() -> None:
