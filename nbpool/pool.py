@@ -299,6 +299,8 @@ class WorkerPool:
                     progress.set_total(done)
                 progress.update(done)
         except BaseException as exc:
+            if progress is not None:
+                progress.update(engine.tasks_done() - baseline)
             engine.terminate()
             self._fail_pending_applies(RuntimeError("Pool was terminated"))
             if progress is not None:

@@ -10,7 +10,8 @@ from typing import Any
 
 import cloudpickle
 
-_ENGINE_DIR = os.path.dirname(os.path.abspath(__file__))
+# nbpool's own frames (the worker loop, the %%pmap cell wrapper) are hidden from tracebacks
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 class WorkerDiedError(RuntimeError):
@@ -67,7 +68,7 @@ def format_user_traceback(exc: BaseException) -> str:
     frames = [
         frame
         for frame in traceback.extract_tb(exc.__traceback__)
-        if not os.path.abspath(frame.filename).startswith(_ENGINE_DIR)
+        if not os.path.abspath(frame.filename).startswith(_PACKAGE_DIR)
     ]
     lines = ["Traceback (most recent call last):\n"]
     lines += traceback.format_list(frames)
