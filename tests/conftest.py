@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 import threading
 import time
 
@@ -90,13 +88,8 @@ def no_leftover_workers():
 @pytest.fixture
 def current_python_kernel(tmp_path, monkeypatch):
     """A 'python3' kernelspec that runs this interpreter, found first via JUPYTER_PATH."""
-    spec_dir = tmp_path / "jupyter" / "kernels" / "python3"
-    spec_dir.mkdir(parents=True)
-    (spec_dir / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (test interpreter)",
-        "language": "python",
-    }))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    from kernel_helpers import write_kernelspec
+
+    monkeypatch.setenv("JUPYTER_PATH", str(write_kernelspec(tmp_path)))
     monkeypatch.setenv("PYTHONWARNINGS", "default::DeprecationWarning")
     return "python3"

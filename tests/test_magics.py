@@ -3,7 +3,6 @@ Jupyter kernel, auto-loaded by the startup file pip installs (nbclient and jupyt
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -12,6 +11,8 @@ import time
 import pytest
 
 from nbpool import cellcode
+
+from kernel_helpers import run_cells
 
 IPython = pytest.importorskip("IPython")
 from nbpool.magics import split_options  # noqa: E402  (needs IPython)
@@ -168,27 +169,8 @@ x
 }
 
 
-def _run_notebook(cells: dict, tmp_path, env: dict | None = None):
-    spec_dir = tmp_path / "jupyter" / "kernels" / "python3"
-    spec_dir.mkdir(parents=True)
-    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": "Python 3 (test interpreter)", "language": "python"}
-    if env:
-        spec["env"] = env
-    (spec_dir / "kernel.json").write_text(json.dumps(spec))
-    saved = os.environ.get("JUPYTER_PATH")
-    os.environ["JUPYTER_PATH"] = str(tmp_path / "jupyter")
-    try:
-        nb = nbformat.v4.new_notebook()
-        nb.cells = [nbformat.v4.new_code_cell(source.strip()) for source in cells.values()]
-        nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True,
-                                resources={"metadata": {"path": str(tmp_path)}}).execute()
-    finally:
-        if saved is None:
-            os.environ.pop("JUPYTER_PATH", None)
-        else:
-            os.environ["JUPYTER_PATH"] = saved
-    return dict(zip(cells, nb.cells))
+def _run_notebook(cells: dict, root, env: dict | None = None) -> dict:
+    return run_cells(cells, root, env=env, allow_errors=True, timeout=120)[0]
 
 
 def _text(cell) -> str:

@@ -6,11 +6,9 @@ nbval compares) and the widget state nbclient stores (what a browser would draw)
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-
 import pytest
+
+from kernel_helpers import run_cells
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -108,28 +106,9 @@ assert [r["status"] for r in pool.worker_status()] == ["dead", "dead"]
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
-    """Runs the notebook once in a kernel of this interpreter; returns {cell name: cell}."""
-    root = tmp_path_factory.mktemp("widgets-kernel")
-    spec_dir = root / "jupyter" / "kernels" / "python3"
-    spec_dir.mkdir(parents=True)
-    (spec_dir / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (test interpreter)", "language": "python",
-    }))
-    saved = os.environ.get("JUPYTER_PATH")
-    os.environ["JUPYTER_PATH"] = str(root / "jupyter")
-    try:
-        nb = nbformat.v4.new_notebook()
-        nb.cells = [nbformat.v4.new_code_cell(source.strip()) for source in CELLS.values()]
-        nbclient.NotebookClient(nb, timeout=180, kernel_name="python3",
-                                resources={"metadata": {"path": str(root)}}).execute()
-    finally:
-        if saved is None:
-            os.environ.pop("JUPYTER_PATH", None)
-        else:
-            os.environ["JUPYTER_PATH"] = saved
-    state = nb.metadata["widgets"][WIDGET_STATE]["state"]
-    return dict(zip(CELLS, nb.cells)), state
+    """Runs the notebook once in a kernel of this interpreter; returns ({name: cell}, state)."""
+    cells, nb = run_cells(CELLS, tmp_path_factory.mktemp("widgets-kernel"))
+    return cells, nb.metadata["widgets"][WIDGET_STATE]["state"]
 
 
 def _displays(cell) -> list[dict]:
