@@ -22,21 +22,16 @@ import tempfile
 import time
 
 KERNEL_CODE = """
-import json, os, statistics, time
-from nbpool import WorkerPool
-N, REPEATS = {n}, {repeats}
-times = {{"off": [], "on": []}}
-for _ in range(REPEATS):
-    for variant in ("off", "on"):
-        started = time.perf_counter()
-        with WorkerPool(2) as pool:
-            pool.map(abs, range(N), progress_bar=(variant == "on"))
-        times[variant].append(time.perf_counter() - started)
-print("TIMES", json.dumps(times))
+import json, sys
+sys.path.insert(0, {bench_dir!r})
+from bench_progress import time_local
+print("TIMES", json.dumps(time_local("nbpool", {n}, {repeats})))
 """
 
 
 def time_local(lib: str, n: int, repeats: int) -> dict:
+    """Median-ready timings of the map with and without a bar, alternating (also run in the
+    kernel, where the bar is a widget and stderr is not involved)."""
     if lib == "nbpool":
         from nbpool import WorkerPool
     else:
@@ -70,7 +65,9 @@ def time_in_kernel(n: int, repeats: int) -> dict:
                        "language": "python"}, f)
         os.environ["JUPYTER_PATH"] = root
         nb = nbformat.v4.new_notebook()
-        nb.cells = [nbformat.v4.new_code_cell(KERNEL_CODE.format(n=n, repeats=repeats))]
+        code = KERNEL_CODE.format(bench_dir=os.path.dirname(os.path.abspath(__file__)), n=n,
+                                  repeats=repeats)
+        nb.cells = [nbformat.v4.new_code_cell(code)]
         nbclient.NotebookClient(nb, timeout=1800, kernel_name="python3").execute()
     for output in nb.cells[0].outputs:
         if output.get("name") == "stdout" and "TIMES" in output["text"]:
