@@ -9,7 +9,7 @@ PY313 ?= $(shell for p in $$HOME/.pyenv/versions/3.13*/bin/python3 python3.13; d
 	$$p -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null && echo $$p && break; done)
 VENV313 ?= .venv313
 
-.PHONY: demo test test-main test-313 bench clean
+.PHONY: demo test test-main test-313 bench docs clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ test-313:
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/bench_peers.py
+
+docs: $(VENV)/.installed
+	$(VENV)/bin/python -m sphinx -W --keep-going -n -b html docs docs/_build/html
 
 clean:
 	rm -rf $(VENV) $(VENV313) *.egg-info
