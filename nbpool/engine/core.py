@@ -173,22 +173,24 @@ class Engine:
         if method == "threading":
             handle = threading.Thread(
                 target=worker_main,
-                args=(child_conn, self.stats_block, setup, True),
+                args=(child_conn, (self.stats_block, setup), True),
                 name=f"nbpool-Worker-{worker_id}",
                 daemon=True,
             )
             handle.start()
         else:
             context = start_methods.get_context(method)
-            payload = setup if method == "fork" else ByValue(setup)
+            # one pickle for both, so a shared-memory arena they share travels once
+            start_data = (self.stats_block, setup)
+            payload = start_data if method == "fork" else ByValue(start_data)
             handle = context.Process(
                 target=worker_main,
-                args=(child_conn, self.stats_block, payload),
+                args=(child_conn, payload),
                 name=f"nbpool-Worker-{worker_id}",
                 daemon=self.daemon,
             )
             with start_methods.quiet_fork(method, explicit=self.start_method == "fork"), \
-                    start_methods.hide_unreadable_main(method):
+                    start_methods.hide_main(method):
                 handle.start()
             child_conn.close()
         slot = WorkerSlot(worker_id, method, handle, Channel(parent_conn))

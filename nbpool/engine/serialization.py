@@ -13,6 +13,7 @@ import linecache
 import pickle
 import types
 from collections import ChainMap
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 import cloudpickle
@@ -51,6 +52,20 @@ def dumps(obj: Any) -> bytes:
         return buffer.getvalue()
 
 
+class _StartPickler(_Pickler):
+    """For what a worker gets when it starts: multiprocessing's own reducers (shared memory
+    arenas, locks, connections) join cloudpickle's, so ``multiprocessing.Value``/``Array``/
+    ``Lock`` in ``shared_objects`` work under spawn and forkserver as they do in mpire."""
+
+    dispatch_table = ChainMap(ForkingPickler._extra_reducers, _Pickler.dispatch_table)
+
+
+def _dumps_at_start(obj: Any) -> bytes:
+    with io.BytesIO() as buffer:
+        _StartPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+        return buffer.getvalue()
+
+
 def _rebuild_by_value(payload: bytes) -> "ByValue":
     return ByValue(pickle.loads(payload))
 
@@ -69,4 +84,4 @@ class ByValue:
         self.value = value
 
     def __reduce__(self):
-        return (_rebuild_by_value, (dumps(self.value),))
+        return (_rebuild_by_value, (_dumps_at_start(self.value),))

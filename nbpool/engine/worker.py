@@ -392,10 +392,11 @@ def _prepare_process(setup: WorkerSetup) -> None:
             pass
 
 
-def worker_main(conn, stats_block, setup: WorkerSetup | ByValue, in_thread: bool = False) -> None:
-    """Entry point of a worker process or thread."""
-    if isinstance(setup, ByValue):
-        setup = setup.value
+def worker_main(conn, start_data: tuple | ByValue, in_thread: bool = False) -> None:
+    """Entry point of a worker process or thread; ``start_data`` is (stats block, setup)."""
+    if isinstance(start_data, ByValue):
+        start_data = start_data.value
+    stats_block, setup = start_data
     if not in_thread:
         _prepare_process(setup)
     worker = Worker(conn, stats_block, setup, in_thread)
