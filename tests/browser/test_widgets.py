@@ -7,20 +7,9 @@ import re
 
 import pytest
 
-from nbpool import WorkerPool
-
 WIDGET_TIMEOUT_MS = 15_000
 
-# Until nbpool's own widgets land, main shows tqdm's bar (no nbpool-progress class) and has no
-# show_workers: these tests would only time out. Delete this gate once the widgets are on main,
-# so that a missing widget fails instead of skipping.
-widgets_landed = pytest.mark.skipif(
-    not (hasattr(WorkerPool, "show_workers") and hasattr(WorkerPool, "show_insights")),
-    reason="nbpool's widgets have not landed yet (WorkerPool.show_workers/show_insights missing)",
-)
-
-pytestmark = [pytest.mark.browser, pytest.mark.widgets, pytest.mark.timeout(240),
-              widgets_landed]
+pytestmark = [pytest.mark.browser, pytest.mark.widgets, pytest.mark.timeout(240)]
 
 
 def _bar(page):
