@@ -10,12 +10,15 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-__all__ = ["WorkerPool", "cpu_count", "tqdm", "__version__"]
+__all__ = ["WorkerPool", "cpu_count", "tqdm", "__version__", "WorkerDiedError", "WorkerStartError",
+           "TaskPicklingError", "RemoteTraceback"]
+_ERRORS = ("WorkerDiedError", "WorkerStartError", "TaskPicklingError", "RemoteTraceback")
 
 if TYPE_CHECKING:
     from tqdm.auto import tqdm
 
     from .cpu import cpu_count
+    from .engine.errors import RemoteTraceback, TaskPicklingError, WorkerDiedError, WorkerStartError
     from .pool import WorkerPool
 
 
@@ -28,6 +31,10 @@ def __getattr__(name: str):
         from .cpu import cpu_count
 
         return cpu_count
+    if name in _ERRORS:
+        from .engine import errors
+
+        return getattr(errors, name)
     if name == "tqdm":
         # tqdm.auto picks the widget bar in a kernel and the text bar elsewhere
         from tqdm.auto import tqdm

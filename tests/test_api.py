@@ -798,3 +798,20 @@ def test_sweep(max_tasks_active, ordered):
             if stray:
                 failures.append(f"{case}: unexpected warnings {stray}")
     assert not failures, "\n".join(failures)
+
+
+def test_error_classes_are_importable_from_the_package():
+    import nbpool
+    from nbpool.engine import errors
+
+    for name in ("WorkerDiedError", "WorkerStartError", "TaskPicklingError", "RemoteTraceback"):
+        assert getattr(nbpool, name) is getattr(errors, name)
+        assert name in dir(nbpool)
+
+
+def test_warnings_point_at_the_callers_line():
+    """Through imap's generator and nbpool's helpers, the warning still names this file."""
+    with pytest.warns(RuntimeWarning, match="Failed to obtain the length") as record:
+        with WorkerPool(n_jobs=1) as pool:
+            assert list(pool.imap(abs, (x for x in range(3)))) == [0, 1, 2]
+    assert [w.filename for w in record] == [__file__]

@@ -254,3 +254,15 @@ def test_relay_stream_sends_whole_lines():
     with pytest.raises(OSError, match="no file descriptor"):
         stream.fileno()
     assert RelayStream("stderr", sent.append, fd=2).fileno() == 2
+
+
+def test_widget_text_form_is_not_cut_at_110_characters(capsys):
+    """ipywidgets cuts a widget's text/plain at 110 characters; nbpool's views keep all of it."""
+    pytest.importorskip("ipywidgets")
+    from nbpool.progress.widget import WidgetProgress
+
+    view = WidgetProgress(10, {"desc": "a long description " * 4})
+    view.close("error", "ValueError: " + "x" * 120)
+    text = view.widget._repr_mimebundle_()["text/plain"]
+    assert text == repr(view.widget) and len(text) > 200
+    assert text.endswith("x" * 120 + ")")

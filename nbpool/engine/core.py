@@ -421,11 +421,8 @@ class Engine:
         exc = errors.rebuild_exception(
             failure.exc_payload, failure.type_payload, failure.type_name, failure.message
         )
-        if what is not None:
-            args_text = f"(in {what})"
-        else:
-            args_text = failure.args_text
-        return errors.task_failure(exc, failure.worker_id, args_text, failure.traceback_text)
+        return errors.task_failure(exc, failure.worker_id, failure.args_text,
+                                   failure.traceback_text, during=what)
 
     def _maybe_retire(self, slot: WorkerSlot) -> None:
         if (

@@ -14,6 +14,8 @@ import sys
 import threading
 import warnings
 
+from ..warn import warn_user
+
 START_METHODS = ("auto", "fork", "forkserver", "spawn", "threading")
 _PRELOAD = ["nbpool.engine.worker"]
 
@@ -82,11 +84,9 @@ class quiet_fork:
     def __enter__(self):
         if self.method == "fork" and self.explicit and not quiet_fork._told and thread_count() > 1:
             quiet_fork._told = True
-            warnings.warn(
+            warn_user(
                 "start_method='fork' in a multi-threaded process (such as a Jupyter kernel) "
-                "can deadlock; start_method='auto' avoids this.",
-                RuntimeWarning,
-                stacklevel=6,
+                "can deadlock; start_method='auto' avoids this."
             )
         self._catcher.__enter__()
         if self.method == "fork":

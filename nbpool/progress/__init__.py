@@ -7,11 +7,11 @@ to the root process, which draws it under its own bar.
 
 from __future__ import annotations
 
-import warnings
 from typing import Protocol
 
 from .. import frontend
 from ..engine import upstream
+from ..warn import warn_user
 
 
 class ProgressView(Protocol):
@@ -28,8 +28,8 @@ def resolve_style(style: str | None) -> str:
     if style in ("notebook", "widget"):
         if frontend.widgets_available():
             return "notebook"
-        warnings.warn(f"progress_bar_style={style!r} needs a Jupyter kernel with ipywidgets; "
-                      "showing a text bar instead", RuntimeWarning, stacklevel=6)
+        warn_user(f"progress_bar_style={style!r} needs a Jupyter kernel with ipywidgets; "
+                  "showing a text bar instead")
         return "std"
     if style in (None, "auto"):
         return "notebook" if frontend.widgets_available() else "std"

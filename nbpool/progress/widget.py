@@ -15,6 +15,7 @@ import html
 import ipywidgets as widgets
 from IPython.display import display
 
+from ..widgets.base import TextFormBox
 from .model import ProgressModel
 
 CSS_CLASS = "nbpool-progress"
@@ -27,19 +28,15 @@ def _html_text(text: str) -> str:
     return html.escape(text).replace(" ", "\u2007")
 
 
-class ProgressBox(widgets.VBox):
-    """The displayed container. Its ``repr`` (the ``text/plain`` shown beside the widget, and
-    instead of it where widgets cannot render) is the progress as lines of text."""
+class ProgressBox(TextFormBox):
+    """The displayed container; its text form is the progress as lines of text."""
 
     def __init__(self, text_form, **kwargs):
         super().__init__(**kwargs)
         self._text_form = text_form
 
-    def __repr__(self) -> str:
+    def text_form(self) -> str:
         return self._text_form()
-
-    def _repr_pretty_(self, printer, cycle) -> None:
-        printer.text(repr(self))
 
 
 class BarRow:

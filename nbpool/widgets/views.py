@@ -10,9 +10,10 @@ import ipywidgets as widgets
 from IPython.display import display
 
 from ..progress.model import DEFAULT_MIN_INTERVAL
+from .base import TextFormBox
 
 
-class LiveHTMLView(widgets.VBox):
+class LiveHTMLView(TextFormBox):
     """An HTML panel redrawn by ``refresh()``; its ``repr`` is a text form of the same data."""
 
     css_class = ""
@@ -49,11 +50,8 @@ class LiveHTMLView(widgets.VBox):
         self._text = self._to_text(data)
         self._html.value = self._to_html(data)
 
-    def __repr__(self) -> str:
+    def text_form(self) -> str:
         return self._text
-
-    def _repr_pretty_(self, printer, cycle) -> None:
-        printer.text(self._text)
 
 
 class InsightsView(LiveHTMLView):
