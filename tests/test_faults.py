@@ -1,9 +1,10 @@
 """Faults, with real worker processes under every start method.
 
 Each fault test checks the same three things:
-1. the parent gets a clear error that names the worker and the task, within
-   ``ERROR_DEADLINE`` seconds of the fault (the fault function stamps ``time.monotonic()``,
-   which is one clock for every process on Linux, into a file just before it strikes);
+1. the parent gets a clear error that names the worker and the task (by its index, or by
+   its arguments: ``Arg 0: 13``) within ``ERROR_DEADLINE`` seconds of the fault (the fault
+   function stamps ``time.monotonic()``, one clock for every process on Linux, into a file
+   just before it strikes);
 2. no process outlives the pool;
 3. the same pool, and a new one, work on the next call.
 """
@@ -265,7 +266,7 @@ def test_task_runs_into_the_memory_limit(method, clock):
     run_fault(method, MemoryError,
               lambda pool: pool.map(partial(hog_memory_at, clock, 13), range(40),
                                     worker_init=limit_memory),
-              clock, "task 13", "Arg 0: 13")
+              clock, "Arg 0: 13")
 
 
 # -- worker_init and worker_exit --------------------------------------------------------------
@@ -359,7 +360,7 @@ def test_exception_whose_own_pickling_fails(method, exc_type, clock):
     exc = run_fault(method, exc_type,
                     lambda pool: pool.map(partial(raise_unpicklable_at, clock, 13, exc_type),
                                           range(40)),
-                    clock, "task 13", "Arg 0: 13")
+                    clock, "Arg 0: 13")
     if exc_type is ErrorWithLock:
         assert "unpicklable error from task 13" in str(exc)
 

@@ -193,19 +193,29 @@ def test_pools_created_and_closed_in_a_loop(method, n_pools, monkeypatch):
     _compare(before, after, counter, f"{n_pools} pools ({method}, {took:.1f} s)")
 
 
-def test_a_dropped_pool_stops_its_workers_at_once():
-    """No garbage collector run needed (the old reference cycles kept them for a while)."""
+@pytest.mark.parametrize("use", ["map", "apply", "progress_bar", "failed_map"])
+def test_a_dropped_pool_stops_its_workers_at_once(use, capsys):
+    """No garbage collector run needed: reference cycles (pool <-> engine callbacks, a map's
+    job <-> its owner, a failed map's error <-> its traceback) kept them for a while."""
     gc.disable()
     try:
         pool = WorkerPool(n_jobs=2, keep_alive=True)
-        pool.map(square, range(10))
-        pool.apply(square, (2,))
-        workers = pool_processes(set())
-        assert workers
+        if use == "map":
+            pool.map(square, range(10))
+        elif use == "apply":
+            pool.apply(square, (2,))
+        elif use == "progress_bar":
+            pool.map(square, range(10), progress_bar=True)
+        else:
+            with pytest.raises(ValueError):
+                pool.map(fail_on_7, range(10))
+            pool.map(square, range(10))
+        assert pool_processes(set())
         del pool
         assert not pool_processes(set()), "the workers of a dropped pool are still running"
     finally:
         gc.enable()
+    capsys.readouterr()
 
 
 # -- streaming ----------------------------------------------------------------------------------

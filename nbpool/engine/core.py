@@ -18,7 +18,7 @@ from multiprocessing.connection import Pipe
 from multiprocessing.connection import wait as wait_for
 from typing import Any, Callable
 
-from . import errors, start_methods
+from . import errors, output, start_methods
 from .protocol import (
     APPLY,
     CHUNK,
@@ -26,8 +26,11 @@ from .protocol import (
     EXIT_ERROR,
     INIT_ERROR,
     JOB,
+    OUTPUT,
+    PROGRESS,
     READY,
     RESULT,
+    STATE,
     STOP,
     TASK_ERROR,
     Failure,
@@ -78,11 +81,18 @@ class Job:
             self.on_failure(exc)
 
     def detach(self) -> None:
-        """Drop the callbacks once the job is over: they point back at its owner, and that
-        cycle would keep the owner (and its pool) alive until the garbage collector runs."""
+        """Drop the callbacks and the error once the job is over. The callbacks point back
+        at the job's owner, and the error's traceback at the frames that hold it: either
+        cycle would keep the owner (and its pool, and its workers) alive until the garbage
+        collector runs."""
         self.on_result = _ignore
         self.on_failure = _ignore
         self.requeue = None
+        if self.error is not None:
+            self.error = FAILED
+
+
+FAILED = RuntimeError("the job failed")  # Job.error once the job's own error was handed over
 
 
 def _ignore(*args) -> None:
@@ -150,6 +160,10 @@ class Engine:
         self.exit_timeout: float | None = None
         self.apply_queue: list[tuple[Job, bytes, int]] = []
         self._owner_pid = os.getpid()
+        # where relayed worker output and nested pools' progress reports go
+        self.on_output: Callable[[str, str], None] = output.write_to_parent_stream
+        self.on_progress: Callable[[dict], None] = lambda report: None
+        self.last_states: dict[int, dict] = {}  # worker id -> state summary, kept after it ends
 
     # -- workers -------------------------------------------------------------------------
     @property
@@ -163,6 +177,7 @@ class Engine:
         """Start every worker with ``setup_args`` (pool parameters, init and exit)."""
         self._setup_args = setup_args
         self.stats.reset()
+        self.last_states = {}
         for worker_id in range(self.n_jobs):
             self._start_worker(worker_id)
 
@@ -193,23 +208,25 @@ class Engine:
         if method == "threading":
             handle = threading.Thread(
                 target=worker_main,
-                args=(child_conn, self.stats_block, setup, True),
+                args=(child_conn, (self.stats_block, setup), True),
                 name=f"nbpool-Worker-{worker_id}",
                 daemon=True,
             )
             handle.start()
         else:
             context = start_methods.get_context(method)
-            payload = setup if method == "fork" else ByValue(setup)
+            # one pickle for both, so a shared-memory arena they share travels once
+            start_data = (self.stats_block, setup)
+            payload = start_data if method == "fork" else ByValue(start_data)
             handle = context.Process(
                 target=worker_main,
-                args=(child_conn, self.stats_block, payload),
+                args=(child_conn, payload),
                 name=f"nbpool-Worker-{worker_id}",
                 daemon=self.daemon,
             )
             try:
                 with start_methods.quiet_fork(method, explicit=self.start_method == "fork"), \
-                        start_methods.hide_unreadable_main(method):
+                        start_methods.hide_main(method):
                     handle.start()
             except BaseException:
                 channel.close()
@@ -494,6 +511,12 @@ class Engine:
             if item is not None:
                 item.job.fail(self._exception_from(failure))
                 self._settle(item)
+        elif tag == OUTPUT:
+            self.on_output(message[1], message[2])
+        elif tag == PROGRESS:
+            self.on_progress(message[1])
+        elif tag == STATE:
+            self.last_states[slot.worker_id] = message[1]
         elif tag == READY:
             slot.ready = True
             slot.pid = message[1]
@@ -519,12 +542,8 @@ class Engine:
         exc = errors.rebuild_exception(
             failure.exc_payload, failure.type_payload, failure.type_name, failure.message
         )
-        if what is not None:
-            return errors.task_failure(exc, failure.worker_id, what, "", failure.traceback_text)
-        where = "the task" if failure.task_index is None else f"task {failure.task_index}"
-        return errors.task_failure(
-            exc, failure.worker_id, where, failure.args_text, failure.traceback_text
-        )
+        return errors.task_failure(exc, failure.worker_id, failure.args_text,
+                                   failure.traceback_text, during=what)
 
     def _maybe_retire(self, slot: WorkerSlot) -> None:
         if (

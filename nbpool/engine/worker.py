@@ -9,14 +9,16 @@ from __future__ import annotations
 import heapq
 import itertools
 import os
+import reprlib
 import signal
 import sys
+import threading
 import time
 import traceback
 from functools import partial
 from typing import Any, Callable
 
-from . import errors
+from . import errors, output, upstream
 from .lifeline import close_inherited_parent_ends, die_with_parent
 from .protocol import (
     APPLY,
@@ -27,6 +29,7 @@ from .protocol import (
     JOB,
     READY,
     RESULT,
+    STATE,
     STOP,
     TASK_ERROR,
     Failure,
@@ -40,6 +43,10 @@ _monotonic = time.monotonic
 _NOT_UNPACKED = (str, bytes, bytearray, dict)
 BATCH_TARGET_SECONDS = 0.02  # progress is published at least this often on long chunks
 TOP_N = 5
+_state_repr = reprlib.Repr()
+_state_repr.maxstring = _state_repr.maxother = 40
+_state_repr.maxlist = _state_repr.maxdict = _state_repr.maxset = 4
+MAX_STATE_KEYS = 12
 
 
 class _Terminated(BaseException):
@@ -110,6 +117,8 @@ class Worker:
         self.init_failed = False
         self.tasks_run = 0
         self.top: list = []  # heap of (seconds, tie, args_text) for insights
+        self.send_lock = threading.Lock()  # a task's threads may print while we reply
+        self.state_summary: dict | None = None
 
     def _prefix(self) -> tuple:
         prefix: list = []
@@ -129,7 +138,33 @@ class Worker:
         self.row[self.base + field] += value
 
     def send(self, message: tuple) -> None:
-        self.conn.send_bytes(dumps(message))
+        self.send_bytes(dumps(message))
+
+    def send_bytes(self, payload: bytes) -> None:
+        output.flush()  # printed lines go ahead of the reply that follows them
+        with self.send_lock:
+            self.conn.send_bytes(payload)
+
+    def relay(self, message: tuple) -> None:
+        """Send output or a nested pool's progress up (from any thread of this worker)."""
+        payload = dumps(message)
+        with self.send_lock:
+            self.conn.send_bytes(payload)
+
+    def report_state(self) -> None:
+        """Tell the parent about a changed worker_state (keys and short value reprs)."""
+        if not self.setup.use_worker_state:
+            return
+        try:
+            items = list(self.worker_state.items())
+            summary = {str(k): _state_repr.repr(v) for k, v in items[:MAX_STATE_KEYS]}
+            if len(items) > MAX_STATE_KEYS:
+                summary["..."] = f"{len(items) - MAX_STATE_KEYS} more keys"
+        except Exception as exc:  # a broken __repr__ must not break the task
+            summary = {"<unavailable>": f"{type(exc).__name__}: {exc}"}
+        if summary != self.state_summary:
+            self.state_summary = summary
+            self.send((STATE, summary))
 
     def failure(self, exc: BaseException, task_index=None, args_text="") -> Failure:
         # Drop the failed code's local variables first: after a MemoryError they hold most
@@ -152,7 +187,9 @@ class Worker:
         ready = _monotonic()
         self.put(Field.READY_AT, ready)
         self.add(Field.START_UP_TIME, max(0.0, ready - self.row[self.base + Field.STARTED_AT]))
-        self.put(Field.STATUS, Status.IDLE)
+        # not idle before worker_init has run: the parent watches worker_init_timeout from
+        # STARTING on, and would miss an init that starts while it is already waiting
+        self.put(Field.STATUS, Status.IDLE if self.setup.worker_init is None else Status.STARTING)
         self.send((READY, os.getpid()))
         while True:
             waited_from = _monotonic()
@@ -169,7 +206,8 @@ class Worker:
                 self.job = message[2]
                 self.target = self._bind(self.job.func) if self.job.func is not None else None
                 self.top = []
-                self.ensure_init()
+                if self.ensure_init():
+                    self.report_state()
             elif tag == APPLY:
                 self.run_apply(*message[1:])
             elif tag == STOP:
@@ -262,7 +300,8 @@ class Worker:
         except Exception as exc:
             self._report_unpicklable_result(job_id, chunk_index, start, kind, args, results, exc)
             return
-        self.conn.send_bytes(payload)
+        self.report_state()
+        self.send_bytes(payload)
 
     def _finish_chunk(self, began: float, done: int) -> None:
         self.add(Field.WORKING_TIME, _monotonic() - began)
@@ -362,7 +401,8 @@ class Worker:
             failure = self.failure(error, None, errors.describe_args(args))
             self.send((TASK_ERROR, job_id, 0, failure))
             return
-        self.conn.send_bytes(payload)
+        self.report_state()
+        self.send_bytes(payload)
 
 
 def _prepare_process(setup: WorkerSetup) -> None:
@@ -388,22 +428,30 @@ def _prepare_process(setup: WorkerSetup) -> None:
             pass
 
 
-def worker_main(conn, stats_block, setup: WorkerSetup | ByValue, in_thread: bool = False) -> None:
-    """Entry point of a worker process or thread."""
+def worker_main(conn, start_data: tuple | ByValue, in_thread: bool = False) -> None:
+    """Entry point of a worker process or thread; ``start_data`` is (stats block, setup)."""
     worker = None
     try:  # a SIGTERM can come at any point, even while the worker is still starting
-        if isinstance(setup, ByValue):
-            setup = setup.value
+        if isinstance(start_data, ByValue):
+            start_data = start_data.value
+        stats_block, setup = start_data
         if not in_thread:
             _prepare_process(setup)
         worker = Worker(conn, stats_block, setup, in_thread)
         if not in_thread:
             status_cell = worker.base + Field.STATUS
             signal.signal(signal.SIGTERM, _acknowledging_sigterm(worker.row, status_cell))
+            upstream.become_worker(worker.relay if setup.relay else None)
+            if setup.relay:
+                output.install(worker.relay)
         worker.run()
     except (_Terminated, EOFError, BrokenPipeError, ConnectionResetError):
         pass  # terminated, or the parent closed its end: nobody is left to answer
     finally:
+        try:
+            output.flush()
+        except Exception:
+            pass  # the parent is gone
         if worker is not None:
             worker.put(Field.STATUS, Status.STOPPED)
             worker.put(Field.PHASE_START, 0.0)
