@@ -28,8 +28,12 @@ READ_TIMEOUT = 60  # seconds to wait for the script to get where it is interrupt
 CASES = ["map", "imap", "imap_body", "worker_init", "apply_get"]
 
 SCRIPT = r'''
-import os, sys, time
+import os, signal, sys, time
 from nbpool import WorkerPool
+
+# Ctrl-C must raise KeyboardInterrupt here even when the test runs in a background job,
+# whose children start with SIGINT ignored
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 def say(text):
     os.write(1, (text + "\n").encode())  # one write per line: lines of processes never mix
