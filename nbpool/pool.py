@@ -18,6 +18,7 @@ from .engine.errors import RemoteTraceback
 from .engine.mapping import MapRun
 from .engine.protocol import JobSpec
 from .insights import Insights, TopTasks
+from .map_output import MapOutput
 
 
 class WorkerPool:
@@ -25,6 +26,9 @@ class WorkerPool:
 
     ``start_method='auto'`` (the default) forks only where that is safe and otherwise uses a
     forkserver (or spawn), so functions defined in a notebook work everywhere.
+    ``use_shared_memory`` (nbpool only, default True) moves large numpy arguments, results and
+    ``shared_objects`` through shared memory instead of pickling them through a pipe; workers
+    see zero-copy, copy-on-write views. False pickles everything, like mpire.
     """
 
     def __init__(
@@ -40,6 +44,8 @@ class WorkerPool:
         use_dill: bool = False,
         enable_insights: bool = False,
         order_tasks: bool = False,
+        *,
+        use_shared_memory: bool = True,
     ):
         n = params.n_jobs(n_jobs)
         self._n_jobs = n
@@ -53,7 +59,9 @@ class WorkerPool:
         self._use_dill = params.flag("use_dill", use_dill)  # cloudpickle is always used
         self._enable_insights = params.flag("enable_insights", enable_insights)
         self._order_tasks = params.flag("order_tasks", order_tasks)
-        self._engine = Engine(n, self._start_method, self._daemon, self._cpu_ids)
+        self._use_shared_memory = params.flag("use_shared_memory", use_shared_memory)
+        self._engine = Engine(n, self._start_method, self._daemon, self._cpu_ids,
+                              shared_memory=self._use_shared_memory)
         self._top_tasks = TopTasks()
         self._map_running = False
         self._insights_used = False
@@ -135,18 +143,16 @@ class WorkerPool:
             progress_bar_position: int | None = None) -> Any:
         """Apply ``func`` to every element; results in input order (numpy outputs joined)."""
         params.flag("concatenate_numpy_output", concatenate_numpy_output)
-        results: list = []
-        for part in self._run(func, iterable_of_args, True, iterable_len, max_tasks_active,
-                              chunk_size, n_splits, worker_lifespan, progress_bar, worker_init,
-                              worker_exit, task_timeout, worker_init_timeout, worker_exit_timeout,
-                              progress_bar_options, progress_bar_style, enable_insights,
-                              progress_bar_position):
-            results.extend(part)
-        if concatenate_numpy_output and results and _is_numpy_array(results[0]):
-            import numpy as np
-
-            return np.concatenate(results)
-        return results
+        parts = self._run(func, iterable_of_args, True, iterable_len, max_tasks_active,
+                          chunk_size, n_splits, worker_lifespan, progress_bar, worker_init,
+                          worker_exit, task_timeout, worker_init_timeout, worker_exit_timeout,
+                          progress_bar_options, progress_bar_style, enable_insights,
+                          progress_bar_position)
+        output = MapOutput(concatenate_numpy_output, parts.total)
+        for part in parts:
+            output.add(part)
+            del part  # lets the chunk's shared memory go back to its worker
+        return output.result()
 
     def map_unordered(self, func: Callable, iterable_of_args: Iterable,
                       iterable_len: int | None = None, max_tasks_active: int | None = None,
@@ -213,7 +219,7 @@ class WorkerPool:
     def _run(self, func, iterable_of_args, ordered, iterable_len, max_tasks_active, chunk_size,
              n_splits, worker_lifespan, progress_bar, worker_init, worker_exit, task_timeout,
              worker_init_timeout, worker_exit_timeout, progress_bar_options, progress_bar_style,
-             enable_insights, progress_bar_position) -> Iterator[list]:
+             enable_insights, progress_bar_position) -> "_Parts":
         """Validates eagerly, then returns the generator that runs the map."""
         params.func(func)
         params.iterable(iterable_of_args)
@@ -249,9 +255,10 @@ class WorkerPool:
             total = _count_chunks(n_tasks, size)
         spec = JobSpec(func=func, track_each_task=insights or task_timeout is not None,
                        insights=insights)
-        return self._execute(spec, chunks, ordered, max_tasks_active, task_timeout,
-                             worker_lifespan, worker_init, worker_exit, worker_init_timeout,
-                             worker_exit_timeout, progress_bar, style, options, position, total)
+        return _Parts(self._execute(spec, chunks, ordered, max_tasks_active, task_timeout,
+                                    worker_lifespan, worker_init, worker_exit,
+                                    worker_init_timeout, worker_exit_timeout, progress_bar,
+                                    style, options, position, total), total)
 
     def _execute(self, spec, chunks, ordered, max_tasks_active, task_timeout, worker_lifespan,
                  worker_init, worker_exit, worker_init_timeout, worker_exit_timeout,
@@ -418,6 +425,17 @@ class WorkerPool:
                 engine.close()
             except Exception:
                 pass
+
+
+class _Parts:
+    """The per-chunk results of one map call, and how many results it will give (if known)."""
+
+    def __init__(self, parts: Iterator[list], total: int | None):
+        self._parts = parts
+        self.total = total
+
+    def __iter__(self) -> Iterator[list]:
+        return self._parts
 
 
 def _count_chunks(n_tasks: int, size) -> int:

@@ -39,6 +39,7 @@ class WorkerSetup:
     cpu_ids: list[int] | None
     sys_path: list[str] = field(default_factory=list)
     cwd: str | None = None
+    shared_memory: bool = False  # large buffers travel in shared-memory segments (codec)
 
 
 @dataclass

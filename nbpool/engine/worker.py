@@ -2,6 +2,9 @@
 
 Kept free of heavy imports so a forkserver can preload it and new workers start fast.
 Counters and timings go to the worker's row of the shared stats block, never into messages.
+Large buffers (numpy arrays) arrive and leave in shared memory (``codec``): the tasks see
+copy-on-write views of the parent's data, and the segment goes back to the parent for reuse
+once the chunk is done, unless a task kept a view of it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import time
 from functools import partial
 from typing import Any, Callable
 
-from . import errors
+from . import codec, errors, shm
 from .protocol import (
     APPLY,
     CHUNK,
@@ -31,8 +34,9 @@ from .protocol import (
     JobSpec,
     WorkerSetup,
 )
-from .serialization import ByValue, dumps, loads
+from .serialization import ByValue, dumps
 from .stats import N_FIELDS, Field, Status
+from .transport import Link
 
 _monotonic = time.monotonic
 _NOT_UNPACKED = (str, bytes, bytearray, dict)
@@ -83,8 +87,12 @@ class Worker:
     """State of one worker: its setup, the current job, its stats row and its connection."""
 
     def __init__(self, conn, stats_block, setup: WorkerSetup, in_thread: bool):
-        self.conn = conn
+        self.link = Link(conn)
         self.setup = setup
+        use_shm = setup.shared_memory and self.link.can_pass_fds and shm.supported()
+        self.segments = shm.SegmentPool(keep=4) if use_shm else None  # for results
+        self.inputs: shm.Mapped | None = None  # the segment of the message being run
+        self.give_back: list[int] = []  # the parent's segments, free again
         self.in_thread = in_thread
         self.row = memoryview(stats_block).cast("B").cast("d")
         self.base = setup.worker_id * N_FIELDS
@@ -114,8 +122,33 @@ class Worker:
     def add(self, field: Field, value: float) -> None:
         self.row[self.base + field] += value
 
-    def send(self, message: tuple) -> None:
-        self.conn.send_bytes(dumps(message))
+    # -- messages --------------------------------------------------------------------
+    def encode(self, message: tuple) -> codec.Outgoing:
+        return codec.encode(message, self.segments)
+
+    def send(self, message: tuple | codec.Outgoing) -> None:
+        outgoing = message if isinstance(message, codec.Outgoing) else self.encode(message)
+        give_back, self.give_back = self.give_back, []
+        self.link.send(outgoing.payload, outgoing.fds + give_back)
+
+    def receive(self) -> list:
+        payload, fds = self.link.recv()
+        incoming = codec.decode(payload, fds)
+        for fd in incoming.returned:  # our result segments, free again
+            if self.segments is not None:
+                self.segments.give_back(fd)
+            else:
+                shm.close(fd)
+        self.inputs = incoming.mapped
+        return list(incoming.message)
+
+    def release_inputs(self) -> None:
+        """Hands the message's segment back to the parent, unless a task kept a view of it."""
+        if self.inputs is not None:
+            fd = self.inputs.release()
+            self.inputs = None
+            if fd is not None:
+                self.give_back.append(fd)
 
     def failure(self, exc: BaseException, task_index=None, args_text="") -> Failure:
         return Failure(
@@ -129,6 +162,13 @@ class Worker:
             args_text=args_text,
         )
 
+    def close(self) -> None:
+        if self.segments is not None:
+            self.segments.clear()
+        shm.close_all(self.give_back)
+        self.give_back = []
+        self.link.close()
+
     # -- lifecycle ---------------------------------------------------------------------
     def run(self) -> None:
         self.put(Field.PID, os.getpid())
@@ -140,21 +180,24 @@ class Worker:
         while True:
             waited_from = _monotonic()
             try:
-                data = self.conn.recv_bytes()
+                message = self.receive()
             except (EOFError, OSError):
                 return  # the parent is gone: nothing left to do
             self.add(Field.WAITING_TIME, _monotonic() - waited_from)
-            message = loads(data)
             tag = message[0]
-            if tag == CHUNK:
-                self.run_chunk(*message[1:])
+            if tag in (CHUNK, APPLY):
+                run = self.run_chunk if tag == CHUNK else self.run_apply
+                reply = run(message)  # empties ``message``: no view of the inputs is left here
+                self.release_inputs()
+                if reply is not None:
+                    self.send(reply)
             elif tag == JOB:
                 self.job = message[2]
                 self.target = self._bind(self.job.func) if self.job.func is not None else None
                 self.top = []
+                if self.segments is not None:
+                    self.segments.clear()  # a new map: let the last one's memory go
                 self.ensure_init()
-            elif tag == APPLY:
-                self.run_apply(*message[1:])
             elif tag == STOP:
                 self.stop()
                 return
@@ -208,9 +251,12 @@ class Worker:
             self.send((EXIT_ERROR, self.failure(exc)))
 
     # -- tasks -------------------------------------------------------------------------
-    def run_chunk(self, job_id, chunk_index, start, kind, args) -> None:
+    def run_chunk(self, message: list) -> codec.Outgoing | None:
+        """Runs a chunk; returns its encoded reply (RESULT or TASK_ERROR)."""
+        _, job_id, chunk_index, start, kind, args = message
+        message.clear()
         if not self.ensure_init():
-            return
+            return None
         self.put(Field.STATUS, Status.WORKING)
         results: list = []
         began = _monotonic()
@@ -226,16 +272,14 @@ class Worker:
             index = start + done
             args_text = errors.describe_args(self._nth(args, kind, done), kind)
             self._finish_chunk(began, done)
-            self.send((TASK_ERROR, job_id, chunk_index, self.failure(exc, index, args_text)))
-            return
+            return self.encode((TASK_ERROR, job_id, chunk_index, self.failure(exc, index, args_text)))
         self._finish_chunk(began, len(results))
         top = sorted(self.top, reverse=True) if self.job.insights else None
         try:
-            payload = dumps((RESULT, job_id, chunk_index, results, top))
+            return self.encode((RESULT, job_id, chunk_index, results, top))
         except Exception as exc:
-            self._report_unpicklable_result(job_id, chunk_index, start, kind, args, results, exc)
-            return
-        self.conn.send_bytes(payload)
+            return self.encode(
+                self._unpicklable_result(job_id, chunk_index, start, kind, args, results, exc))
 
     def _finish_chunk(self, began: float, done: int) -> None:
         self.add(Field.WORKING_TIME, _monotonic() - began)
@@ -294,7 +338,7 @@ class Worker:
                 else:
                     heapq.heapreplace(top, entry)
 
-    def _report_unpicklable_result(self, job_id, chunk_index, start, kind, args, results, exc):
+    def _unpicklable_result(self, job_id, chunk_index, start, kind, args, results, exc) -> tuple:
         bad = 0
         for bad, value in enumerate(results):
             try:
@@ -306,11 +350,14 @@ class Worker:
             f"the result of task {start + bad} could not be pickled: {exc}"
         )
         args_text = errors.describe_args(self._nth(args, kind, bad), kind)
-        self.send((TASK_ERROR, job_id, chunk_index, self.failure(error, start + bad, args_text)))
+        return (TASK_ERROR, job_id, chunk_index, self.failure(error, start + bad, args_text))
 
-    def run_apply(self, job_id, func, args, kwargs) -> None:
+    def run_apply(self, message: list) -> codec.Outgoing | None:
+        """Runs an apply task; returns its encoded reply."""
+        _, job_id, func, args, kwargs = message
+        message.clear()
         if not self.ensure_init():
-            return
+            return None
         self.put(Field.STATUS, Status.WORKING)
         began = _monotonic()
         self.put(Field.PHASE_START, began)
@@ -321,17 +368,16 @@ class Worker:
             raise
         except BaseException as exc:
             self._finish_chunk(began, 1)
-            self.send((TASK_ERROR, job_id, 0, self.failure(exc, 0, errors.describe_args(args))))
-            return
+            return self.encode(
+                (TASK_ERROR, job_id, 0, self.failure(exc, 0, errors.describe_args(args))))
         self._finish_chunk(began, 1)
         self.add(Field.TASKS_DONE, 1)
         try:
-            payload = dumps((RESULT, job_id, 0, [value], None))
+            return self.encode((RESULT, job_id, 0, [value], None))
         except Exception as exc:
             error = errors.TaskPicklingError(f"the result of the task could not be pickled: {exc}")
-            self.send((TASK_ERROR, job_id, 0, self.failure(error, 0, errors.describe_args(args))))
-            return
-        self.conn.send_bytes(payload)
+            return self.encode(
+                (TASK_ERROR, job_id, 0, self.failure(error, 0, errors.describe_args(args))))
 
 
 def _prepare_process(setup: WorkerSetup) -> None:
@@ -368,7 +414,4 @@ def worker_main(conn, stats_block, setup: WorkerSetup | ByValue, in_thread: bool
     finally:
         worker.put(Field.STATUS, Status.STOPPED)
         worker.put(Field.PHASE_START, 0.0)
-        try:
-            conn.close()
-        except OSError:
-            pass
+        worker.close()
