@@ -13,9 +13,11 @@ Where ``memfd_create`` is missing (macOS, Windows), nbpool pickles through the p
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import os
 import socket
+import weakref
 from typing import Iterable
 
 ALIGN = 64  # every buffer starts on a 64-byte boundary (SIMD loads, any dtype's alignment)
@@ -145,43 +147,63 @@ class SegmentPool:
         self._free.clear()
 
 
+_libc = None
+
+
+def _map_private(fd: int, length: int):
+    """Maps ``length`` bytes of a segment copy-on-write, as a buffer that unmaps itself when
+    the last view of it is gone. (Python's ``mmap`` would hold a duplicate descriptor for as
+    long as the mapping lives: one per result a caller keeps, until the process runs out.)"""
+    global _libc
+    if _libc is None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                              ctypes.c_int, ctypes.c_ssize_t]
+        libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        _libc = libc
+    address = _libc.mmap(None, length, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE,
+                         fd, 0)
+    if address in (None, ctypes.c_void_p(-1).value):
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error))
+    memory = (ctypes.c_ubyte * length).from_address(address)
+    weakref.finalize(memory, _libc.munmap, address, length)
+    return memory
+
+
 class Mapped:
     """A received segment mapped copy-on-write, with one view per buffer for ``pickle.loads``.
 
-    The arrays built on the views keep the mapping alive on their own. ``release`` gives the
-    descriptor back for reuse when no view is left, or else lets go of it (the mapping then
-    lives exactly as long as the last array that uses it).
+    The objects rebuilt on the views keep the mapping alive on their own, without a
+    descriptor. ``release`` gives the descriptor back for reuse once no view is left, or else
+    lets go of it (the mapping then lives exactly as long as the last object using it).
     """
 
-    __slots__ = ("fd", "mm", "views")
+    __slots__ = ("fd", "views", "_memory")
 
     def __init__(self, fd: int, layout: list[tuple[int, int]]):
         end = max(offset + length for offset, length in layout)
+        memory = _map_private(fd, end)
         self.fd = fd
-        self.mm = mmap.mmap(fd, end, access=mmap.ACCESS_COPY)
-        whole = memoryview(self.mm)
+        self._memory = weakref.ref(memory)
+        whole = memoryview(memory).cast("B")
         self.views = [whole[offset : offset + length] for offset, length in layout]
-        del whole  # the slices share its buffer; our reference is not needed
 
     def release(self) -> int | None:
-        """The descriptor if the mapping could be closed (nothing views it), else None."""
+        """The descriptor if nothing views the segment any more (it is unmapped), else None."""
         fd, self.fd = self.fd, -1
         self.views = None
         if fd < 0:
             return None
-        try:
-            self.mm.close()
-        except BufferError:  # an array still uses it: it stays mapped, we keep nothing
-            self.mm = None
+        if self._memory() is not None:  # still in use: it stays mapped, we keep nothing
             close(fd)
             return None
-        self.mm = None
         return fd
 
     def detach(self) -> None:
-        """Keep the mapping for whoever uses it, but hold no descriptor."""
+        """Leave the mapping to whoever uses it, and hold no descriptor."""
         fd, self.fd = self.fd, -1
         self.views = None
-        self.mm = None
         if fd >= 0:
             close(fd)
