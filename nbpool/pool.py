@@ -12,7 +12,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 from . import params
 from .async_result import AsyncResult
-from .chunking import _is_numpy_array, iter_chunks, known_length, resolve_chunk_size
+from .chunking import (_is_numpy_array, adaptive_sizes, iter_chunks, known_length,
+                       resolve_chunk_size)
 from .engine.core import Engine, Job
 from .engine.errors import RemoteTraceback
 from .engine.mapping import MapRun
@@ -249,7 +250,11 @@ class WorkerPool:
         n_tasks = known_length(iterable_of_args, iterable_len)
         is_numpy = _is_numpy_array(iterable_of_args)
         size = resolve_chunk_size(n_tasks, self._n_jobs, chunk_size, n_splits, is_numpy)
-        chunks = iter_chunks(iterable_of_args, n_tasks, size, iterable_len)
+        sizes = None
+        if (chunk_size is None and n_splits is None and n_tasks is not None and not is_numpy
+                and not self._order_tasks):
+            sizes = adaptive_sizes(size, n_tasks, self._n_jobs, self._engine.tasks_done)
+        chunks = iter_chunks(iterable_of_args, n_tasks, size, iterable_len, sizes)
         total = n_tasks
         if is_numpy and n_tasks is not None:
             total = _count_chunks(n_tasks, size)
