@@ -16,9 +16,10 @@ from __future__ import annotations
 import itertools
 import math
 import time
-import warnings
 from fractions import Fraction
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
+
+from .warn import warn_user
 
 DEFAULT_CHUNKS_PER_WORKER = 64
 DEFAULT_NUMPY_CHUNKS_PER_WORKER = 4
@@ -113,11 +114,9 @@ def resolve_chunk_size(
         return _as_fraction(chunk_size)
     if n_tasks is None:
         if warn:
-            warnings.warn(
+            warn_user(
                 "Failed to obtain the length of iterable_of_args: pass iterable_len or "
-                f"chunk_size. The chunk size is set to {UNKNOWN_LENGTH_CHUNK_SIZE}.",
-                RuntimeWarning,
-                stacklevel=4,
+                f"chunk_size. The chunk size is set to {UNKNOWN_LENGTH_CHUNK_SIZE}."
             )
         return Fraction(UNKNOWN_LENGTH_CHUNK_SIZE)
     if n_splits is None:

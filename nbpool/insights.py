@@ -84,6 +84,16 @@ class Insights:
         out["top_5_max_task_args"] = raw["top_5_max_task_args"]
         return out
 
+    def _repr_html_(self) -> str:
+        from .widgets.render import insights_html
+
+        return insights_html(self.raw(), self.top_tasks)
+
+    def __repr__(self) -> str:
+        from .widgets.render import insights_text
+
+        return f"<{insights_text(self.raw())}>"
+
     def report(self) -> str:
         """A readable text report."""
         raw = self.raw()

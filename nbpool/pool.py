@@ -7,17 +7,19 @@ engine's business (``nbpool.engine``); drawing progress is the views' (``nbpool.
 
 from __future__ import annotations
 
-import warnings
+import weakref
 from typing import Any, Callable, Iterable, Iterator
 
-from . import params
+from . import frontend, params
 from .async_result import AsyncResult
 from .chunking import (_is_numpy_array, adaptive_sizes, iter_chunks, known_length,
                        resolve_chunk_size)
+from .engine import upstream
 from .engine.core import Engine, Job
 from .engine.errors import RemoteTraceback
 from .engine.mapping import MapRun
-from .engine.protocol import JobSpec
+from .engine.protocol import PROGRESS, JobSpec
+from .engine.status import worker_rows
 from .insights import Insights, TopTasks
 from .map_output import MapOutput
 
@@ -67,6 +69,10 @@ class WorkerPool:
         self._map_running = False
         self._insights_used = False
         self._apply_results: list[AsyncResult] = []
+        self._progress = None  # the running map's progress view
+        self._nested_view = None  # shows nested pools' bars when the map itself has none
+        self._live_views: weakref.WeakSet = weakref.WeakSet()  # show_workers/show_insights
+        self._engine.on_progress = self._on_nested_progress
 
     # -- properties ----------------------------------------------------------------------
     @property
@@ -104,6 +110,8 @@ class WorkerPool:
             "use_worker_state": self._use_worker_state,
             "worker_init": worker_init,
             "worker_exit": worker_exit,
+            # in a notebook, worker output and nested bars must travel to the cell's process
+            "relay": upstream.relaying() or frontend.in_kernel(),
         }
 
     @staticmethod
@@ -131,6 +139,7 @@ class WorkerPool:
             self._fail_pending_applies(RuntimeError("Pool was terminated"))
             return
         self._engine.pump(timeout)
+        self._refresh_views()
 
     # -- the map family ------------------------------------------------------------------
     def map(self, func: Callable, iterable_of_args: Iterable, iterable_len: int | None = None,
@@ -271,6 +280,7 @@ class WorkerPool:
         self._map_running = True
         engine = self._engine
         progress = None
+        self._nested_view = None
         try:
             self._ensure_workers(worker_init, worker_exit)
             engine.lifespan = worker_lifespan
@@ -280,36 +290,105 @@ class WorkerPool:
             if progress_bar:
                 from .progress import make_progress
 
-                progress = make_progress(style, total, options, position)
-            tick = (lambda: progress.update(engine.tasks_done() - baseline)) if progress else None
+                progress = self._progress = make_progress(style, total, options, position)
+
+            def tick() -> None:
+                if progress is not None:
+                    progress.update(engine.tasks_done() - baseline)
+                self._refresh_views()
+
+            needs_tick = progress is not None or len(self._live_views) > 0
             run = MapRun(engine, spec, chunks, ordered, max_tasks_active, self._order_tasks,
-                         task_timeout, on_tick=tick,
+                         task_timeout, on_tick=tick if needs_tick else None,
                          on_top_tasks=lambda _i, top: self._top_tasks.merge(top))
             for part in run.results():
-                if tick is not None:
+                if needs_tick:
                     tick()
                 yield part
+                del part  # an error's traceback must not keep a chunk's shared memory
             if progress is not None:
                 done = engine.tasks_done() - baseline
                 if total is None:
                     progress.set_total(done)
                 progress.update(done)
         except BaseException as exc:
+            if progress is not None:
+                progress.update(engine.tasks_done() - baseline)
             engine.terminate()
             self._fail_pending_applies(RuntimeError("Pool was terminated"))
             if progress is not None:
                 outcome = "interrupted" if isinstance(exc, (KeyboardInterrupt, GeneratorExit)) else "error"
                 progress.close(outcome, f"{type(exc).__name__}: {exc}")
                 progress = None
+            self._finish_views()
             raise
         finally:
             self._map_running = False
+            self._progress = None
         if progress is not None:
             progress.close("done")
         if not self._keep_alive:
             self._finish_applies()
             engine.stop()
+        self._finish_views()
+        if not self._keep_alive:
             self._raise_exit_errors()
+
+    # -- what reaches the notebook -------------------------------------------------------
+    def _on_nested_progress(self, report: dict) -> None:
+        """A pool nested in one of our workers reports progress: draw it, or pass it up."""
+        if upstream.relaying():
+            upstream.send((PROGRESS, report))
+            return
+        view = self._progress if hasattr(self._progress, "show_nested") else self._nested_view
+        if view is None:
+            if not frontend.widgets_available():
+                return
+            from .progress.widget import WidgetProgress
+
+            view = self._nested_view = WidgetProgress(None, {}, show_main=False)
+        view.show_nested(report)
+
+    def _refresh_views(self) -> None:
+        for view in list(self._live_views):
+            view.refresh()
+
+    def _finish_views(self) -> None:
+        for view in list(self._live_views):
+            view.finish()
+
+    def worker_status(self) -> list[dict]:
+        """What each worker is doing: one dict per worker with ``worker_id``, ``pid``,
+        ``status`` (starting, init, idle, working, exiting, restarting, stopped or dead),
+        ``task``, ``running_for`` (seconds), ``tasks_done``, ``restarts``, ``rss_bytes`` and
+        ``state`` (a summary of its worker_state, with ``use_worker_state``)."""
+        return worker_rows(self._engine)
+
+    def show_workers(self) -> None:
+        """Show a table of the workers: a widget in Jupyter, text elsewhere.
+
+        In a notebook the widget updates while this pool works, and keeps the final state."""
+        from .widgets import render
+
+        if not frontend.widgets_available():
+            print(render.workers_text(self.worker_status()))
+            return
+        from .widgets.views import WorkersView
+
+        self._live_views.add(
+            WorkersView(self.worker_status, render.workers_html, render.workers_text).show())
+
+    def show_insights(self) -> None:
+        """Show the insights: a widget in Jupyter (updating while this pool works), text elsewhere."""
+        if self.insights() is None or not frontend.widgets_available():
+            self.print_insights()
+            return
+        from .widgets import render
+        from .widgets.views import InsightsView
+
+        self._live_views.add(InsightsView(
+            self.insights, lambda ins: render.insights_html(ins.raw(), ins.top_tasks),
+            lambda ins: render.insights_text(ins.raw())).show())
 
     # -- the apply family ----------------------------------------------------------------
     def apply(self, func: Callable, args: Any = (), kwargs: dict | None = None,
@@ -376,6 +455,7 @@ class WorkerPool:
         if keep_alive:
             return
         self._engine.stop()
+        self._finish_views()
         self._raise_exit_errors()
 
     join = stop_and_join
@@ -384,6 +464,7 @@ class WorkerPool:
         """Stop every worker at once; pending apply results fail with RuntimeError."""
         self._engine.terminate()
         self._fail_pending_applies(RuntimeError("Pool was terminated"))
+        self._finish_views()
 
     def _raise_exit_errors(self) -> None:
         if self._engine.exit_errors:

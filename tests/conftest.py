@@ -83,3 +83,13 @@ def no_leftover_workers():
         except psutil.Error:
             pass
     assert not problems, "\n".join(problems)
+
+
+@pytest.fixture
+def current_python_kernel(tmp_path, monkeypatch):
+    """A 'python3' kernelspec that runs this interpreter, found first via JUPYTER_PATH."""
+    from kernel_helpers import write_kernelspec
+
+    monkeypatch.setenv("JUPYTER_PATH", str(write_kernelspec(tmp_path)))
+    monkeypatch.setenv("PYTHONWARNINGS", "default::DeprecationWarning")
+    return "python3"

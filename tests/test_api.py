@@ -362,6 +362,34 @@ def test_task_exception_reraised_with_same_type():
 
 
 # ---- start-method sensitive behaviour ---------------------------------------------------------
+def _count_into(shared, x):
+    counter, lock, totals = shared
+    with lock:
+        counter.value += 1
+    totals[x % 4] += x  # a RawArray: no lock of its own, one writer per slot here is not needed
+    return x
+
+
+@pytest.mark.startmethod
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_multiprocessing_values_arrays_and_locks_as_shared_objects(start_method):
+    """mpire's docs share Value/Array/Lock through shared_objects; they must work under spawn
+    and forkserver too (multiprocessing's own reducers are used when a worker starts).
+    Locks made by a spawn context work with every start method (a fork context's do not
+    reach spawn or forkserver children: multiprocessing refuses that)."""
+    import multiprocessing as mp
+
+    context = mp.get_context("spawn")
+    counter = context.Value("i", 0)
+    lock = context.Lock()
+    totals = context.Array("d", 4)
+    with WorkerPool(n_jobs=2, shared_objects=(counter, lock, totals),
+                    start_method=start_method) as pool:
+        assert pool.map(_count_into, range(40), chunk_size=3) == list(range(40))
+    assert counter.value == 40
+    assert list(totals) == [float(sum(x for x in range(40) if x % 4 == r)) for r in range(4)]
+
+
 @pytest.mark.startmethod
 @pytest.mark.parametrize("start_method", START_METHODS)
 def test_shared_objects_reach_every_task(start_method):
@@ -774,3 +802,20 @@ def test_sweep(max_tasks_active, ordered):
             if stray:
                 failures.append(f"{case}: unexpected warnings {stray}")
     assert not failures, "\n".join(failures)
+
+
+def test_error_classes_are_importable_from_the_package():
+    import nbpool
+    from nbpool.engine import errors
+
+    for name in ("WorkerDiedError", "WorkerStartError", "TaskPicklingError", "RemoteTraceback"):
+        assert getattr(nbpool, name) is getattr(errors, name)
+        assert name in dir(nbpool)
+
+
+def test_warnings_point_at_the_callers_line():
+    """Through imap's generator and nbpool's helpers, the warning still names this file."""
+    with pytest.warns(RuntimeWarning, match="Failed to obtain the length") as record:
+        with WorkerPool(n_jobs=1) as pool:
+            assert list(pool.imap(abs, (x for x in range(3)))) == [0, 1, 2]
+    assert [w.filename for w in record] == [__file__]

@@ -609,6 +609,35 @@ def test_main_module_functions_via_stdin(start_method):
         assert used == start_method
 
 
+UNGUARDED_SCRIPT = """
+import sys
+print("BODY", flush=True)
+from nbpool import WorkerPool
+
+def double(x):
+    return x * 2
+
+with WorkerPool(2, start_method=sys.argv[1]) as pool:
+    print("RESULT", pool.map(double, range(4)), flush=True)
+"""
+
+
+@pytest.mark.startmethod
+@pytest.mark.timeout(SUBPROCESS_TIMEOUT + 10)
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
+@pytest.mark.parametrize("how", ["file", "module"])
+def test_a_script_without_a_main_guard_runs_once(start_method, how, tmp_path):
+    """multiprocessing would run the script again in every spawn child and in the forkserver;
+    nbpool hides ``__main__`` from them (functions travel by value)."""
+    (tmp_path / "unguarded.py").write_text(textwrap.dedent(UNGUARDED_SCRIPT))
+    target = ["-m", "unguarded"] if how == "module" else [str(tmp_path / "unguarded.py")]
+    result = subprocess.run([sys.executable, *target, start_method], capture_output=True,
+                            text=True, timeout=SUBPROCESS_TIMEOUT, cwd=tmp_path)
+    out = _check(result)
+    assert out.count("BODY") == 1, out
+    assert "RESULT [0, 2, 4, 6]" in out, out
+
+
 THREADED_SCRIPT = """
 import threading, time, warnings
 from nbpool import WorkerPool

@@ -3,9 +3,6 @@ and 'auto' must not fork the (multi-threaded) kernel."""
 
 from __future__ import annotations
 
-import json
-import sys
-
 import pytest
 
 nbformat = pytest.importorskip("nbformat")
@@ -44,21 +41,6 @@ def _cells() -> list[str]:
             f"print({label!r}, pool.start_method)"
         )
     return cells
-
-
-@pytest.fixture
-def current_python_kernel(tmp_path, monkeypatch):
-    """A 'python3' kernelspec that runs this interpreter, found first via JUPYTER_PATH."""
-    spec_dir = tmp_path / "jupyter" / "kernels" / "python3"
-    spec_dir.mkdir(parents=True)
-    (spec_dir / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (test interpreter)",
-        "language": "python",
-    }))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    monkeypatch.setenv("PYTHONWARNINGS", "default::DeprecationWarning")
-    return "python3"
 
 
 @pytest.mark.timeout(240)

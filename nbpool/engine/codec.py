@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pickle
 import struct
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from . import shm
 from .serialization import dumps, loads
@@ -38,11 +38,9 @@ class Incoming(NamedTuple):
     returned: list  # descriptors given back for reuse
 
 
-def encode(message: Any, segments: "shm.SegmentPool | None") -> Outgoing:
-    """Pickles ``message``; with ``segments``, its large buffers go to shared memory."""
-    if segments is None:
-        return Outgoing(dumps(message), [])
-    buffers: list[memoryview] = []
+def large_buffers_into(buffers: list) -> Callable[[pickle.PickleBuffer], bool]:
+    """A pickle ``buffer_callback`` that keeps large contiguous buffers out of the stream,
+    collecting them in ``buffers``; small ones stay in the stream."""
 
     def keep_large_out_of_band(buffer: pickle.PickleBuffer) -> bool:
         try:
@@ -54,16 +52,30 @@ def encode(message: Any, segments: "shm.SegmentPool | None") -> Outgoing:
         buffers.append(raw)
         return False
 
-    stream = dumps(message, protocol=5, buffer_callback=keep_large_out_of_band)
+    return keep_large_out_of_band
+
+
+def with_layout(stream: bytes, layout: list) -> bytes:
+    """The payload of a frame whose buffers lie in a segment at ``layout``."""
+    head = [SEGMENT_MARK, _COUNT.pack(len(layout))]
+    head.extend(_ENTRY.pack(offset, length) for offset, length in layout)
+    return b"".join(head) + stream
+
+
+def encode(message: Any, segments: "shm.SegmentPool | None", dump=dumps) -> Outgoing:
+    """Pickles ``message`` (with ``dump``); with ``segments``, its large buffers go to shared
+    memory."""
+    if segments is None:
+        return Outgoing(dump(message), [])
+    buffers: list[memoryview] = []
+    stream = dump(message, buffer_callback=large_buffers_into(buffers))
     if not buffers:
         return Outgoing(stream, [])
     try:
         fd, layout = segments.write(buffers)
     except OSError:  # no shared memory to be had: the pipe still works
-        return Outgoing(dumps(message), [])
-    head = [SEGMENT_MARK, _COUNT.pack(len(layout))]
-    head.extend(_ENTRY.pack(offset, length) for offset, length in layout)
-    return Outgoing(b"".join(head) + stream, [fd])
+        return Outgoing(dump(message), [])
+    return Outgoing(with_layout(stream, layout), [fd])
 
 
 def decode(payload, fds: list) -> Incoming:

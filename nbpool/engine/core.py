@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Pipe
 from typing import Any, Callable
 
-from . import codec, errors, shm, start_methods
+from . import codec, errors, output, shm, start_methods
 from .protocol import (
     APPLY,
     CHUNK,
@@ -27,8 +27,11 @@ from .protocol import (
     EXIT_ERROR,
     INIT_ERROR,
     JOB,
+    OUTPUT,
+    PROGRESS,
     READY,
     RESULT,
+    STATE,
     STOP,
     TASK_ERROR,
     Failure,
@@ -36,7 +39,7 @@ from .protocol import (
     WorkerSetup,
 )
 from .serialization import ByValue, dumps
-from .shared_objects import SharedObjects
+from .start_payload import SharedStartSegment, StartPayload
 from .stats import Field, StatsTable, Status, allocate
 from .transport import Channel
 from .worker import worker_main
@@ -163,9 +166,13 @@ class Engine:
         self.exit_timeout: float | None = None
         self.apply_queue: list[tuple[Job, codec.Outgoing, Any]] = []
         self._owner_pid = os.getpid()
+        # where relayed worker output and nested pools' progress reports go
+        self.on_output: Callable[[str, str], None] = output.write_to_parent_stream
+        self.on_progress: Callable[[dict], None] = lambda report: None
+        self.last_states: dict[int, dict] = {}  # worker id -> state summary, kept after it ends
         # segments for the buffers we send; None pickles everything into the pipe
         self.segments = shm.SegmentPool() if shared_memory and shm.supported() else None
-        self._shared_objects: SharedObjects | None = None
+        self._start_segment = SharedStartSegment()  # large buffers of the workers' start data
 
     # -- workers -------------------------------------------------------------------------
     @property
@@ -179,17 +186,14 @@ class Engine:
         """Start every worker with ``setup_args`` (pool parameters, init and exit)."""
         self._setup_args = setup_args
         self.stats.reset()
-        self._close_shared_objects()
-        if self.segments is not None and setup_args.get("shared_objects") is not None:
-            self._shared_objects = SharedObjects(setup_args["shared_objects"])
+        self.last_states = {}
+        self._start_segment.refresh()
         for worker_id in range(self.n_jobs):
             self._start_worker(worker_id)
 
     def _start_worker(self, worker_id: int) -> WorkerSlot:
-        args = dict(self._setup_args)
+        args = self._setup_args
         method = start_methods.resolve(self.start_method)
-        if method in ("spawn", "forkserver") and self._shared_objects is not None:
-            args["shared_objects"] = self._shared_objects  # one copy in shared memory
         cpu_ids = self.cpu_ids[worker_id] if self.cpu_ids else None
         setup = WorkerSetup(
             worker_id=worker_id,
@@ -208,22 +212,29 @@ class Engine:
         if method == "threading":
             handle = threading.Thread(
                 target=worker_main,
-                args=(child_conn, self.stats_block, setup, True),
+                args=(child_conn, (self.stats_block, setup), True),
                 name=f"nbpool-Worker-{worker_id}",
                 daemon=True,
             )
             handle.start()
         else:
             context = start_methods.get_context(method)
-            payload = setup if method == "fork" else ByValue(setup)
+            # one pickle for both, so a shared-memory arena they share travels once
+            start_data = (self.stats_block, setup)
+            if method == "fork":
+                payload = start_data
+            elif self.segments is not None:  # arrays in shared_objects: one shared copy
+                payload = StartPayload(start_data, self._start_segment)
+            else:
+                payload = ByValue(start_data)
             handle = context.Process(
                 target=worker_main,
-                args=(child_conn, self.stats_block, payload),
+                args=(child_conn, payload),
                 name=f"nbpool-Worker-{worker_id}",
                 daemon=self.daemon,
             )
             with start_methods.quiet_fork(method, explicit=self.start_method == "fork"), \
-                    start_methods.hide_unreadable_main(method):
+                    start_methods.hide_main(method):
                 handle.start()
             child_conn.close()
         slot = WorkerSlot(worker_id, method, handle, Channel(parent_conn))
@@ -239,6 +250,7 @@ class Engine:
             return
         for worker_id, slot in enumerate(self.slots):
             if slot is None or slot.gone:
+                self._start_segment.refresh()  # the objects as they are now, as a fork would
                 self._start_worker(worker_id)
                 restarts = self.stats.get(worker_id, Field.RESTARTS)
                 self.stats.set(worker_id, Field.RESTARTS, restarts + 1)
@@ -457,6 +469,12 @@ class Engine:
             if item is not None:
                 item.job.fail(self._exception_from(failure))
                 self._settle(item)
+        elif tag == OUTPUT:
+            self.on_output(message[1], message[2])
+        elif tag == PROGRESS:
+            self.on_progress(message[1])
+        elif tag == STATE:
+            self.last_states[slot.worker_id] = message[1]
         elif tag == READY:
             slot.ready = True
             slot.pid = message[1]
@@ -483,11 +501,8 @@ class Engine:
         exc = errors.rebuild_exception(
             failure.exc_payload, failure.type_payload, failure.type_name, failure.message
         )
-        if what is not None:
-            args_text = f"(in {what})"
-        else:
-            args_text = failure.args_text
-        return errors.task_failure(exc, failure.worker_id, args_text, failure.traceback_text)
+        return errors.task_failure(exc, failure.worker_id, failure.args_text,
+                                   failure.traceback_text, during=what)
 
     def _maybe_retire(self, slot: WorkerSlot) -> None:
         if (
@@ -609,12 +624,7 @@ class Engine:
         if self.segments is not None:
             self.segments.clear()
         if not self.live_slots():
-            self._close_shared_objects()
-
-    def _close_shared_objects(self) -> None:
-        if self._shared_objects is not None:
-            self._shared_objects.close()
-            self._shared_objects = None
+            self._start_segment.close()
 
     def _kill(self, slots: list[WorkerSlot]) -> None:
         processes = [s for s in slots if not isinstance(s.handle, threading.Thread)]

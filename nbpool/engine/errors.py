@@ -10,7 +10,8 @@ from typing import Any
 
 import cloudpickle
 
-_ENGINE_DIR = os.path.dirname(os.path.abspath(__file__))
+# nbpool's own frames (the worker loop, the %%pmap cell wrapper) are hidden from tracebacks
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 class WorkerDiedError(RuntimeError):
@@ -67,7 +68,7 @@ def format_user_traceback(exc: BaseException) -> str:
     frames = [
         frame
         for frame in traceback.extract_tb(exc.__traceback__)
-        if not os.path.abspath(frame.filename).startswith(_ENGINE_DIR)
+        if not os.path.abspath(frame.filename).startswith(_PACKAGE_DIR)
     ]
     lines = ["Traceback (most recent call last):\n"]
     lines += traceback.format_list(frames)
@@ -117,14 +118,21 @@ def rebuild_exception(
 
 
 def task_failure(
-    exc: BaseException, worker_id: int, args_text: str, tb_text: str
+    exc: BaseException, worker_id: int, args_text: str, tb_text: str, during: str | None = None
 ) -> BaseException:
-    """Attach where it happened to a rebuilt task exception, ready to raise in the parent."""
-    header = f"Exception in Worker-{worker_id} while running a task with these arguments:\n"
-    cause = RemoteTraceback(f"\n\n{header}{args_text}\n\n{tb_text}")
-    exc.__cause__ = cause
+    """Attach where it happened to a rebuilt exception, ready to raise in the parent.
+
+    ``during`` names what ran instead of a task (``'worker_init'``, ``'worker_exit'``)."""
+    if during is not None:
+        header = f"Exception in Worker-{worker_id} in {during}:"
+        note = f"(raised in Worker-{worker_id}, in {during})"
+    else:
+        header = f"Exception in Worker-{worker_id} while running a task with these arguments:\n{args_text}"
+        first = args_text.splitlines()[0] if args_text else ""
+        note = f"(raised in Worker-{worker_id}; task arguments: {first})"
+    exc.__cause__ = RemoteTraceback(f"\n\n{header}\n\n{tb_text}")
     if hasattr(exc, "add_note"):
-        exc.add_note(f"(raised in Worker-{worker_id}; task arguments: {args_text.splitlines()[0] if args_text else ''})")
+        exc.add_note(note)
     return exc
 
 

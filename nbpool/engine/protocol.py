@@ -5,7 +5,10 @@ Parent -> worker: ``(JOB, job_id, JobSpec)``, ``(CHUNK, job_id, chunk_index, sta
 Worker -> parent: ``(READY, pid)``, ``(RESULT, job_id, chunk_index, results, top_tasks)``,
 ``(TASK_ERROR, job_id, chunk_index, failure)``, ``(INIT_ERROR, failure)``,
 ``(EXIT, has_result, value)``, ``(EXIT_ERROR, failure)``.
-One message per chunk each way; nothing is sent per task.
+One message per chunk each way; nothing is sent per task. Besides: with ``use_worker_state`` a
+worker sends ``(STATE, summary)`` after a chunk that changed its state (for the workers view);
+when the pool was started from a notebook, workers send ``(OUTPUT, stream_name, text)`` per
+printed line and ``(PROGRESS, report)`` for pools nested inside them.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ TASK_ERROR = "task_error"
 INIT_ERROR = "init_error"
 EXIT = "exit"
 EXIT_ERROR = "exit_error"
+OUTPUT = "output"
+PROGRESS = "progress"
+STATE = "state"
 
 
 @dataclass
@@ -39,6 +45,7 @@ class WorkerSetup:
     cpu_ids: list[int] | None
     sys_path: list[str] = field(default_factory=list)
     cwd: str | None = None
+    relay: bool = False  # send output and nested progress up to the parent (notebook roots)
     shared_memory: bool = False  # large buffers travel in shared-memory segments (codec)
 
 

@@ -8,13 +8,65 @@ ordinary data is the same as pickle's.
 
 from __future__ import annotations
 
+import io
+import linecache
 import pickle
+import types
+from collections import ChainMap
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 import cloudpickle
 
-dumps = cloudpickle.dumps
 loads = pickle.loads
+
+# cloudpickle's own reducer for code objects (private API: without it we keep its behaviour)
+_cloudpickle_code_reduce = getattr(getattr(cloudpickle, "cloudpickle", None), "_code_reduce", None)
+
+
+def _rebuild_code(constructor, args, filename: str, lines: tuple | None):
+    if lines is not None and filename not in linecache.cache:
+        linecache.cache[filename] = (sum(map(len, lines)), None, list(lines), filename)
+    return constructor(*args).replace(co_filename=filename)
+
+
+def _reduce_code_keeping_origin(code: types.CodeType):
+    """cloudpickle renames every code object it sends ``<dynamic-code>``. Keep the real file
+    name, and the source lines of a notebook cell (in linecache with no file behind it), so
+    that a worker's traceback shows the user's cell and line."""
+    constructor, args = _cloudpickle_code_reduce(code)
+    entry = linecache.cache.get(code.co_filename)
+    lines = tuple(entry[2]) if entry is not None and entry[1] is None else None
+    return (_rebuild_code, (constructor, args, code.co_filename, lines))
+
+
+class _Pickler(cloudpickle.Pickler):
+    if _cloudpickle_code_reduce is not None:
+        dispatch_table = ChainMap({types.CodeType: _reduce_code_keeping_origin},
+                                  cloudpickle.Pickler.dispatch_table)
+
+
+def dumps(obj: Any, buffer_callback=None) -> bytes:
+    """``buffer_callback``: pickle protocol 5's hook for out-of-band buffers (see codec)."""
+    with io.BytesIO() as buffer:
+        _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL,
+                 buffer_callback=buffer_callback).dump(obj)
+        return buffer.getvalue()
+
+
+class _StartPickler(_Pickler):
+    """For what a worker gets when it starts: multiprocessing's own reducers (shared memory
+    arenas, locks, connections) join cloudpickle's, so ``multiprocessing.Value``/``Array``/
+    ``Lock`` in ``shared_objects`` work under spawn and forkserver as they do in mpire."""
+
+    dispatch_table = ChainMap(ForkingPickler._extra_reducers, _Pickler.dispatch_table)
+
+
+def dumps_at_start(obj: Any, buffer_callback=None) -> bytes:
+    with io.BytesIO() as buffer:
+        _StartPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL,
+                      buffer_callback=buffer_callback).dump(obj)
+        return buffer.getvalue()
 
 
 def _rebuild_by_value(payload: bytes) -> "ByValue":
@@ -35,4 +87,4 @@ class ByValue:
         self.value = value
 
     def __reduce__(self):
-        return (_rebuild_by_value, (cloudpickle.dumps(self.value),))
+        return (_rebuild_by_value, (dumps_at_start(self.value),))

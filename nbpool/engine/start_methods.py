@@ -14,6 +14,8 @@ import sys
 import threading
 import warnings
 
+from ..warn import warn_user
+
 START_METHODS = ("auto", "fork", "forkserver", "spawn", "threading")
 _PRELOAD = ["nbpool.engine.worker"]
 
@@ -82,11 +84,9 @@ class quiet_fork:
     def __enter__(self):
         if self.method == "fork" and self.explicit and not quiet_fork._told and thread_count() > 1:
             quiet_fork._told = True
-            warnings.warn(
+            warn_user(
                 "start_method='fork' in a multi-threaded process (such as a Jupyter kernel) "
-                "can deadlock; start_method='auto' avoids this.",
-                RuntimeWarning,
-                stacklevel=6,
+                "can deadlock; start_method='auto' avoids this."
             )
         self._catcher.__enter__()
         if self.method == "fork":
@@ -100,31 +100,32 @@ class quiet_fork:
         return self._catcher.__exit__(*exc_info)
 
 
-class hide_unreadable_main:
-    """Keeps spawn/forkserver children from re-running a ``__main__`` they cannot read.
+class hide_main:
+    """Keeps spawn/forkserver children from running the parent's main script again.
 
-    multiprocessing re-imports the parent's main script in spawn and forkserver children.
-    Code piped on stdin has ``__file__ == '<stdin>'``, which does not exist, and every child
-    would die. nbpool sends functions by value, so such children need no ``__main__``.
+    multiprocessing imports the parent's ``__main__`` (a script by path, ``python -m`` by
+    name) in every spawn child and in a forkserver, so unguarded top-level code runs again
+    in each of them. That can even start pools inside workers. It also fails for code piped on
+    stdin (``__file__ == '<stdin>'``). nbpool sends functions and classes from ``__main__`` by
+    value, so no child needs that module: hide it while a child starts.
     """
+
+    _HIDDEN = ("__file__", "__spec__")
 
     def __init__(self, method: str):
         self.main = sys.modules.get("__main__")
-        self.saved = None
-        path = getattr(self.main, "__file__", None)
-        self.active = (
-            method in ("spawn", "forkserver")
-            and isinstance(path, str)
-            and getattr(self.main, "__spec__", None) is None
-            and not os.path.isfile(path)
-        )
+        self.active = method in ("spawn", "forkserver") and self.main is not None
+        self.saved: dict = {}
 
     def __enter__(self):
         if self.active:
-            self.saved = self.main.__file__
-            del self.main.__file__
+            namespace = vars(self.main)
+            self.saved = {name: namespace[name] for name in self._HIDDEN if name in namespace}
+            namespace.pop("__file__", None)
+            if "__spec__" in self.saved:
+                namespace["__spec__"] = None
         return self
 
     def __exit__(self, *exc_info):
         if self.active:
-            self.main.__file__ = self.saved
+            vars(self.main).update(self.saved)

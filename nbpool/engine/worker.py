@@ -12,13 +12,15 @@ from __future__ import annotations
 import heapq
 import itertools
 import os
+import reprlib
 import signal
 import sys
+import threading
 import time
 from functools import partial
 from typing import Any, Callable
 
-from . import codec, errors, shm
+from . import codec, errors, output, shm, upstream
 from .protocol import (
     APPLY,
     CHUNK,
@@ -28,6 +30,7 @@ from .protocol import (
     JOB,
     READY,
     RESULT,
+    STATE,
     STOP,
     TASK_ERROR,
     Failure,
@@ -42,6 +45,10 @@ _monotonic = time.monotonic
 _NOT_UNPACKED = (str, bytes, bytearray, dict)
 BATCH_TARGET_SECONDS = 0.02  # progress is published at least this often on long chunks
 TOP_N = 5
+_state_repr = reprlib.Repr()
+_state_repr.maxstring = _state_repr.maxother = 40
+_state_repr.maxlist = _state_repr.maxdict = _state_repr.maxset = 4
+MAX_STATE_KEYS = 12
 
 
 class _Terminated(BaseException):
@@ -104,6 +111,8 @@ class Worker:
         self.init_failed = False
         self.tasks_run = 0
         self.top: list = []  # heap of (seconds, tie, args_text) for insights
+        self.send_lock = threading.Lock()  # a task's threads may print while we reply
+        self.state_summary: dict | None = None
 
     def _prefix(self) -> tuple:
         prefix: list = []
@@ -128,8 +137,16 @@ class Worker:
 
     def send(self, message: tuple | codec.Outgoing) -> None:
         outgoing = message if isinstance(message, codec.Outgoing) else self.encode(message)
-        give_back, self.give_back = self.give_back, []
-        self.link.send(outgoing.payload, outgoing.fds + give_back)
+        output.flush()  # printed lines go ahead of the reply that follows them
+        with self.send_lock:
+            give_back, self.give_back = self.give_back, []
+            self.link.send(outgoing.payload, outgoing.fds + give_back)
+
+    def relay(self, message: tuple) -> None:
+        """Send output or a nested pool's progress up (from any thread of this worker)."""
+        payload = dumps(message)
+        with self.send_lock:
+            self.link.send(payload)
 
     def receive(self) -> list:
         payload, fds = self.link.recv()
@@ -149,6 +166,21 @@ class Worker:
             self.inputs = None
             if fd is not None:
                 self.give_back.append(fd)
+
+    def report_state(self) -> None:
+        """Tell the parent about a changed worker_state (keys and short value reprs)."""
+        if not self.setup.use_worker_state:
+            return
+        try:
+            items = list(self.worker_state.items())
+            summary = {str(k): _state_repr.repr(v) for k, v in items[:MAX_STATE_KEYS]}
+            if len(items) > MAX_STATE_KEYS:
+                summary["..."] = f"{len(items) - MAX_STATE_KEYS} more keys"
+        except Exception as exc:  # a broken __repr__ must not break the task
+            summary = {"<unavailable>": f"{type(exc).__name__}: {exc}"}
+        if summary != self.state_summary:
+            self.state_summary = summary
+            self.send((STATE, summary))
 
     def failure(self, exc: BaseException, task_index=None, args_text="") -> Failure:
         return Failure(
@@ -190,6 +222,7 @@ class Worker:
                 reply = run(message)  # empties ``message``: no view of the inputs is left here
                 self.release_inputs()
                 if reply is not None:
+                    self.report_state()
                     self.send(reply)
             elif tag == JOB:
                 self.job = message[2]
@@ -197,7 +230,8 @@ class Worker:
                 self.top = []
                 if self.segments is not None:
                     self.segments.clear()  # a new map: let the last one's memory go
-                self.ensure_init()
+                if self.ensure_init():
+                    self.report_state()
             elif tag == STOP:
                 self.stop()
                 return
@@ -400,18 +434,27 @@ def _prepare_process(setup: WorkerSetup) -> None:
             pass
 
 
-def worker_main(conn, stats_block, setup: WorkerSetup | ByValue, in_thread: bool = False) -> None:
-    """Entry point of a worker process or thread."""
-    if isinstance(setup, ByValue):
-        setup = setup.value
+def worker_main(conn, start_data: tuple | ByValue, in_thread: bool = False) -> None:
+    """Entry point of a worker process or thread; ``start_data`` is (stats block, setup)."""
+    if isinstance(start_data, ByValue):
+        start_data = start_data.value
+    stats_block, setup = start_data
     if not in_thread:
         _prepare_process(setup)
     worker = Worker(conn, stats_block, setup, in_thread)
+    if not in_thread:
+        upstream.become_worker(worker.relay if setup.relay else None)
+        if setup.relay:
+            output.install(worker.relay)
     try:
         worker.run()
     except (_Terminated, EOFError, BrokenPipeError, ConnectionResetError):
         pass  # terminated, or the parent closed its end: nobody is left to answer
     finally:
+        try:
+            output.flush()
+        except Exception:
+            pass  # the parent is gone
         worker.put(Field.STATUS, Status.STOPPED)
         worker.put(Field.PHASE_START, 0.0)
         worker.close()

@@ -1,13 +1,17 @@
 """Progress views. The engine publishes counts; a view only reads them and draws.
 
-``make_progress`` picks the view for a style; a terminal or a script gets tqdm on stderr.
+``make_progress`` picks the view for a style: a widget bar in a Jupyter kernel, tqdm on stderr
+in a terminal or a script, and for a pool nested in a notebook's worker a view that reports up
+to the root process, which draws it under its own bar.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from .terminal import TerminalProgress
+from .. import frontend
+from ..engine import upstream
+from ..warn import warn_user
 
 
 class ProgressView(Protocol):
@@ -16,14 +20,37 @@ class ProgressView(Protocol):
     def close(self, outcome: str, message: str = "") -> None: ...
 
 
-def make_progress(style, total, options: dict, position: int | None) -> ProgressView:
-    """A progress view for ``style`` (None/'auto'/'std' -> text bar; others as named)."""
+def resolve_style(style: str | None) -> str:
+    """The concrete view for a ``progress_bar_style``: 'relayed', 'notebook', 'rich' or 'std'."""
+    wants_widget = style in (None, "auto", "notebook", "widget")
+    if wants_widget and upstream.relaying():
+        return "relayed"
     if style in ("notebook", "widget"):
-        from .notebook import NotebookProgress
+        if frontend.widgets_available():
+            return "notebook"
+        warn_user(f"progress_bar_style={style!r} needs a Jupyter kernel with ipywidgets; "
+                  "showing a text bar instead")
+        return "std"
+    if style in (None, "auto"):
+        return "notebook" if frontend.widgets_available() else "std"
+    return style
 
-        return NotebookProgress(total, options)
+
+def make_progress(style, total, options: dict, position: int | None) -> ProgressView:
+    """A progress view for ``style`` (see ``resolve_style``)."""
+    style = resolve_style(style)
+    if style == "relayed":
+        from .relayed import RelayedProgress
+
+        return RelayedProgress(total, options, position)
+    if style == "notebook":
+        from .widget import WidgetProgress
+
+        return WidgetProgress(total, options)
     if style == "rich":
         from .terminal import RichProgress
 
         return RichProgress(total, options)
+    from .terminal import TerminalProgress
+
     return TerminalProgress(total, options, position)

@@ -7,6 +7,8 @@ import warnings
 
 from tqdm import tqdm
 
+from ..warn import warn_user
+
 _FORCED = ("total", "leave")
 
 
@@ -25,8 +27,7 @@ class TerminalProgress:
         options = dict(options)
         for key in _FORCED:
             if key in options:
-                warnings.warn(f"progress_bar_options[{key!r}] is set by nbpool and ignored",
-                              RuntimeWarning, stacklevel=5)
+                warn_user(f"progress_bar_options[{key!r}] is set by nbpool and ignored")
                 options.pop(key)
         if position is not None:
             options["position"] = position
@@ -47,6 +48,7 @@ class TerminalProgress:
 
     def close(self, outcome: str, message: str = "") -> None:
         if outcome == "error":
+            self.bar.colour = "red"
             self.bar.set_description(f"Error: {message}"[:80])
         elif outcome == "interrupted":
             self.bar.set_description("Interrupted")

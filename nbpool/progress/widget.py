@@ -1,0 +1,133 @@
+"""Progress as an ipywidgets bar in a Jupyter kernel, with nested pools' bars under it.
+
+Rules that follow from how the kernel behaves (see docs/widgets.md):
+- the thread that runs the cell creates and displays the widget, inside the call that starts
+  the work, and makes every update too (the pool is driven from that thread);
+- ``ProgressModel.due`` throttles updates to about ten a second;
+- the final state is written before the blocking call returns, and the display is refreshed
+  so that the stored text form (what nbval, nbconvert and GitHub show) is the final one.
+"""
+
+from __future__ import annotations
+
+import html
+
+import ipywidgets as widgets
+from IPython.display import display
+
+from ..widgets.base import TextFormBox
+from .model import ProgressModel
+
+CSS_CLASS = "nbpool-progress"
+BAR_CSS_CLASS = "nbpool-progress-bar"
+_BAR_STYLE = {"running": "", "done": "success", "error": "danger", "interrupted": "warning"}
+
+
+def _html_text(text: str) -> str:
+    # figure spaces keep the columns steady while the numbers change, as tqdm's bar does
+    return html.escape(text).replace(" ", "\u2007")
+
+
+class ProgressBox(TextFormBox):
+    """The displayed container; its text form is the progress as lines of text."""
+
+    def __init__(self, text_form, **kwargs):
+        super().__init__(**kwargs)
+        self._text_form = text_form
+
+    def text_form(self) -> str:
+        return self._text_form()
+
+
+class BarRow:
+    """One bar (main or nested): the description beside the bar, figures after it.
+
+    Two widgets only (creating each costs a few comm messages), updated in one message each."""
+
+    def __init__(self, model: ProgressModel):
+        self.model = model
+        self.report_id = None  # for a nested row: which nested map it shows now
+        self.bar = widgets.FloatProgress(min=0.0, max=1.0, value=0.0,
+                                         style={"description_width": "initial"})
+        self.figures = widgets.HTML()
+        self.box = widgets.HBox([self.bar, self.figures])
+        self.box.add_class(BAR_CSS_CLASS)
+        self.draw()
+
+    def draw(self) -> None:
+        model = self.model
+        with self.bar.hold_sync():
+            if model.total:
+                self.bar.max = float(model.total)
+                self.bar.value = float(min(model.n, model.total))
+                self.bar.bar_style = _BAR_STYLE[model.outcome]
+            else:  # unknown length: a full bar that counts, neutral until the end
+                self.bar.max = self.bar.value = 1.0
+                self.bar.bar_style = "info" if model.outcome == "running" else _BAR_STYLE[model.outcome]
+            self.bar.description = model.desc
+        figures = f"{model.count_text()} {model.timing_text()}"
+        if model.outcome in ("error", "interrupted"):
+            figures += f" {model.outcome_text()}"
+        self.figures.value = _html_text(figures)
+
+
+class WidgetProgress:
+    """The progress view of one map in a notebook."""
+
+    def __init__(self, total: int | None, options: dict, show_main: bool = True):
+        desc = str(options.get("desc") or "")
+        unit = str(options.get("unit") or "it")
+        self.model = ProgressModel(total, desc, unit)
+        self.row = BarRow(self.model) if show_main else None
+        self.nested: dict = {}  # position (or nested map id) -> BarRow
+        self.widget = ProgressBox(self.text_form, children=[self.row.box] if self.row else [])
+        self.widget.add_class(CSS_CLASS)
+        self.handle = display(self.widget, display_id=True)
+
+    def update(self, done: int) -> None:
+        self.model.set_count(done)
+        if self.row is not None and self.model.due():
+            self.row.draw()
+
+    def set_total(self, total: int) -> None:
+        self.model.set_total(total)
+
+    def close(self, outcome: str, message: str = "") -> None:
+        self.model.finish(outcome, message)
+        if self.row is not None:
+            self.row.draw()
+        if self.handle is not None:
+            self.handle.update(self.widget)  # so the stored text form is the final one
+
+    def show_nested(self, report: dict) -> None:
+        """Draw the progress of a pool nested in a worker, reported up through the workers.
+
+        Bars with a ``progress_bar_position`` keep one row per position (later maps at the
+        same position reuse it, as they overwrite a terminal line); others get a row each.
+        """
+        position = report.get("position")
+        key = (0, position) if position is not None else (1, str(report["id"]))
+        row = self.nested.get(key)
+        if row is None or row.report_id != report["id"]:
+            model = ProgressModel(report["total"], report["desc"], report["unit"])
+            if row is None:
+                row = BarRow(model)
+                self.nested[key] = row
+                main = [self.row.box] if self.row else []
+                self.widget.children = tuple(main + [self.nested[k].box for k in sorted(self.nested)])
+            else:
+                row.model = model
+            row.report_id = report["id"]
+        model = row.model
+        model.set_elapsed(report["elapsed"])
+        model.set_total(report["total"])
+        model.set_count(report["n"])
+        if report["outcome"] != "running":
+            model.finish(report["outcome"], report.get("message", ""))
+            model.set_elapsed(report["elapsed"])
+        row.draw()
+
+    def text_form(self) -> str:
+        lines = [self.model.summary()] if self.row is not None else []
+        lines += ["  " + self.nested[key].model.summary() for key in sorted(self.nested)]
+        return "\n".join(lines)

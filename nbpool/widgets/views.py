@@ -1,0 +1,62 @@
+"""The insights and workers widgets. They redraw from the pool's data when the pool refreshes
+them (from the thread that drives the pool), at most about ten times a second."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import ipywidgets as widgets
+from IPython.display import display
+
+from ..progress.model import DEFAULT_MIN_INTERVAL
+from .base import TextFormBox
+
+
+class LiveHTMLView(TextFormBox):
+    """An HTML panel redrawn by ``refresh()``; its ``repr`` is a text form of the same data."""
+
+    css_class = ""
+
+    def __init__(self, snapshot: Callable[[], object], to_html: Callable, to_text: Callable):
+        self._snapshot = snapshot
+        self._to_html = to_html
+        self._to_text = to_text
+        self._html = widgets.HTML()
+        self._text = ""
+        self._last_refresh: float | None = None
+        self._handle = None
+        super().__init__([self._html])
+        self.add_class(self.css_class)
+        self.refresh(force=True)
+
+    def show(self) -> "LiveHTMLView":
+        self._handle = display(self, display_id=True)
+        return self
+
+    def finish(self) -> None:
+        """Draw the final state and store its text form in the cell's output."""
+        self.refresh(force=True)
+        if self._handle is not None:
+            self._handle.update(self)
+
+    def refresh(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and self._last_refresh is not None and \
+                now - self._last_refresh < DEFAULT_MIN_INTERVAL:
+            return
+        self._last_refresh = now
+        data = self._snapshot()
+        self._text = self._to_text(data)
+        self._html.value = self._to_html(data)
+
+    def text_form(self) -> str:
+        return self._text
+
+
+class InsightsView(LiveHTMLView):
+    css_class = "nbpool-insights"
+
+
+class WorkersView(LiveHTMLView):
+    css_class = "nbpool-workers"

@@ -1,0 +1,206 @@
+"""Widgets and worker output in a real Jupyter kernel, executed with nbclient.
+
+One notebook runs once per module; each test reads what it recorded: the cell outputs (what
+nbval compares) and the widget state nbclient stores (what a browser would draw).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from kernel_helpers import run_cells
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+pytest.importorskip("ipywidgets")
+
+pytestmark = pytest.mark.notebook
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+CELLS = {
+    "setup": """
+import logging, time
+from nbpool import WorkerPool
+
+def slow(x):
+    time.sleep(0.02)
+    return x * 2
+
+def bad(x):
+    if x == 3:
+        raise ValueError("three is bad")
+    time.sleep(0.01)
+    return x
+
+def shout(method, i):
+    print(f"hello from {method} {i}")
+    logger = logging.getLogger("nbpool-test")
+    if not logger.handlers:
+        logger.addHandler(logging.StreamHandler())
+    logger.warning(f"logged from {method} {i}")
+    return i
+
+def square(x):
+    time.sleep(0.005)
+    return x * x
+
+def dispatcher(worker_id, xs):
+    with WorkerPool(n_jobs=2) as nested_pool:
+        return nested_pool.map(square, xs, progress_bar=True,
+                               progress_bar_position=worker_id + 1)
+
+def init(worker_state):
+    worker_state["count"] = 0
+
+def count(worker_state, x):
+    worker_state["count"] += 1
+    time.sleep(0.01)
+    return x
+""",
+    "success": """
+with WorkerPool(2) as pool:
+    result = pool.map(slow, range(12), progress_bar=True, progress_bar_options={"desc": "doubling"})
+assert result == [x * 2 for x in range(12)]
+""",
+    "error": """
+try:
+    with WorkerPool(2) as pool:
+        pool.map(bad, range(8), progress_bar=True)
+except ValueError as exc:
+    print("caught", type(exc).__name__)
+""",
+    "closed_early": """
+with WorkerPool(2) as pool:
+    it = pool.imap(slow, range(50), progress_bar=True)
+    next(it)
+    it.close()
+""",
+    "prints": """
+for method in ("forkserver", "spawn", "fork"):
+    with WorkerPool(2, start_method=method) as pool:
+        pool.map(shout, [(method, i) for i in range(3)])
+""",
+    "nested": """
+with WorkerPool(n_jobs=2, daemon=False, pass_worker_id=True) as pool:
+    nested = pool.map(dispatcher, ((range(x, x + 10),) for x in range(6)), iterable_len=6,
+                      n_splits=2, progress_bar=True)
+assert nested == [[y * y for y in range(x, x + 10)] for x in range(6)]
+""",
+    "workers": """
+pool = WorkerPool(2, use_worker_state=True, enable_insights=True, keep_alive=True)
+pool.show_workers()
+pool.show_insights()
+out = pool.map(count, range(30), worker_init=init)
+rows = pool.worker_status()
+assert [r["status"] for r in rows] == ["idle", "idle"], rows
+assert sum(r["tasks_done"] for r in rows) == 30, rows
+assert sum(int(r["state"]["count"]) for r in rows) == 30, rows
+pool.terminate()
+assert [r["status"] for r in pool.worker_status()] == ["dead", "dead"]
+""",
+}
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    """Runs the notebook once in a kernel of this interpreter; returns ({name: cell}, state)."""
+    cells, nb = run_cells(CELLS, tmp_path_factory.mktemp("widgets-kernel"))
+    return cells, nb.metadata["widgets"][WIDGET_STATE]["state"]
+
+
+def _displays(cell) -> list[dict]:
+    return [o["data"] for o in cell.outputs if o["output_type"] == "display_data"]
+
+
+def _stream(cell, name: str) -> str:
+    return "".join(o["text"] for o in cell.outputs
+                   if o["output_type"] == "stream" and o["name"] == name)
+
+
+def _models(state: dict, model_id: str, name: str) -> list[dict]:
+    """Every model called ``name`` under ``model_id`` (walking children), in order."""
+    found = []
+    model = state[model_id]
+    if model["model_name"] == name:
+        found.append(model["state"])
+    for child in model["state"].get("children", []):
+        found += _models(state, child.removeprefix("IPY_MODEL_"), name)
+    return found
+
+
+def _bars(state: dict, data: dict) -> list[dict]:
+    return _models(state, data[WIDGET_VIEW]["model_id"], "FloatProgressModel")
+
+
+def _html(state: dict, data: dict) -> str:
+    return " ".join(m["value"] for m in _models(state, data[WIDGET_VIEW]["model_id"], "HTMLModel"))
+
+
+def test_progress_widget_ends_at_the_total_with_success(executed):
+    cells, state = executed
+    [data] = _displays(cells["success"])
+    assert data["text/plain"] == "doubling: 100% 12/12 (done)"
+    [bar] = _bars(state, data)
+    assert (bar["value"], bar["max"], bar["bar_style"]) == (12.0, 12.0, "success")
+    assert bar["description"] == "doubling"
+    html = _html(state, data).replace("\u2007", " ")
+    assert "12/12" in html and "it/s" in html
+
+
+def test_progress_widget_turns_red_and_names_the_error(executed):
+    cells, state = executed
+    [data] = _displays(cells["error"])
+    assert "caught ValueError" in _stream(cells["error"], "stdout")
+    assert data["text/plain"].endswith("(error: ValueError: three is bad)"), data["text/plain"]
+    [bar] = _bars(state, data)
+    assert bar["bar_style"] == "danger"
+    assert bar["value"] < bar["max"] == 8.0
+    assert "three is bad" in _html(state, data).replace("\u2007", " ")
+
+
+def test_progress_widget_shows_an_interrupted_map(executed):
+    cells, state = executed
+    [data] = _displays(cells["closed_early"])
+    assert data["text/plain"].endswith("(interrupted)"), data["text/plain"]
+    [bar] = _bars(state, data)
+    assert bar["bar_style"] == "warning"
+
+
+def test_worker_prints_and_logging_reach_the_cell_under_every_start_method(executed):
+    cells, _ = executed
+    stdout = _stream(cells["prints"], "stdout")
+    stderr = _stream(cells["prints"], "stderr")
+    for method in ("forkserver", "spawn", "fork"):
+        for i in range(3):
+            assert f"hello from {method} {i}\n" in stdout, stdout
+            assert f"logged from {method} {i}\n" in stderr, stderr
+
+
+def test_nested_pools_show_their_bars_under_the_parent_bar(executed):
+    cells, state = executed
+    [data] = _displays(cells["nested"])
+    lines = data["text/plain"].splitlines()
+    assert lines[0] == "100% 6/6 (done)"
+    # one row per progress_bar_position (1 and 2), each showing its last nested map done
+    assert lines[1:] == ["  100% 10/10 (done)", "  100% 10/10 (done)"], lines
+    bars = _bars(state, data)
+    assert len(bars) == 3
+    assert all(b["bar_style"] == "success" and b["value"] == b["max"] for b in bars)
+
+
+def test_workers_and_insights_widgets_show_the_final_state(executed):
+    cells, state = executed
+    workers, insights = _displays(cells["workers"])
+    # the workers view's text form was refreshed after terminate(): both dead, 30 tasks
+    lines = workers["text/plain"].splitlines()
+    assert len(lines) == 2 and all(": dead, " in line for line in lines), lines
+    assert sum(int(line.split(", ")[1].split()[0]) for line in lines) == 30
+    html = _html(state, workers)
+    assert html.count("class='nbpool-worker-row'") == 2
+    assert "count=" in html
+    assert insights["text/plain"] == "nbpool insights: 2 workers, 30 tasks completed"
+    assert "30 tasks completed" in _html(state, insights)
+    assert "Top 5 longest tasks" in _html(state, insights)
