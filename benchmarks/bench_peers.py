@@ -419,6 +419,12 @@ def make_runner(lib, start_method):
 # --------------------------------------------------------------------------------------
 
 
+def _time_busy(n):
+    t = time.perf_counter()
+    busy(n)
+    return time.perf_counter() - t
+
+
 def calibrate_busy(target_s=0.001):
     """Loop count for which busy() takes ~target_s serially in this process."""
     n = 20_000
@@ -719,6 +725,9 @@ def parse_args(argv=None):
     ap.add_argument("--json", metavar="PATH", help="write raw timings to PATH")
     ap.add_argument("--no-warmup", action="store_true",
                     help="skip the untimed start+stop run of each library")
+    ap.add_argument("--busy-n", type=int, default=None,
+                    help="loop count of the ~1 ms busy task (default: calibrated now); "
+                         "runs to be compared must use the same")
     args = ap.parse_args(argv)
     args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     args.libs = [x.strip() for x in args.libs.split(",") if x.strip()]
@@ -761,7 +770,11 @@ def main(argv=None):
         pass
 
     sizes = QUICK_SIZES if args.quick else FULL_SIZES
-    busy_n, busy_s = calibrate_busy()
+    if args.busy_n:
+        busy_n = args.busy_n
+        busy_s = min(_time_busy(busy_n) for _ in range(20))
+    else:
+        busy_n, busy_s = calibrate_busy()
     workloads = [make_workloads(W, sizes, busy_n)[k] for k in args.workloads]
 
     runners, libs, setup_errors = {}, [], {}
