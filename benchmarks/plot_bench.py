@@ -46,7 +46,7 @@ def plot(data, path):
              if any(p in meds for p in PEERS)]
     libs = [lib for lib in SHOWN if any(lib in meds for _, meds in table)]
     height = 0.8 / max(1, len(libs))
-    fig, ax = plt.subplots(figsize=(8, 0.55 * len(table) * max(1, len(libs)) ** 0.5 + 1.5))
+    fig, ax = plt.subplots(figsize=(8, 0.42 * len(table) * max(1, len(libs)) ** 0.5 + 1.2))
     for row, (label, meds) in enumerate(table):
         best = min(meds[p] for p in PEERS if p in meds)
         for i, lib in enumerate(libs):
