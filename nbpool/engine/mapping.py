@@ -4,6 +4,10 @@ The input is read one chunk ahead, only when a worker can take it, so generators
 ``max_tasks_active`` bounds the tasks sent but not yet handed to the user; a chunk is always
 allowed when nothing is active, so no combination of parameters can deadlock (mpire does when
 ``max_tasks_active < chunk_size``).
+
+Results that arrived in shared memory are handed over as views of it; once the consumer has
+moved on to the next chunk, the segment goes back to its worker for reuse (if nothing views it
+any more: ``map``'s concatenation copies the arrays out first).
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ from collections import deque
 from typing import Any, Callable, Iterator
 
 from ..chunking import Chunk
-from .core import Engine, Job, WorkerSlot
+from . import codec, errors
+from .core import Engine, Job, Lease, WorkerSlot
 from .protocol import CHUNK, JobSpec
 from .serialization import dumps
-from . import errors
+
+MAX_HELD_LEASES = 64  # results waiting for their turn keep at most this many descriptors
 
 
 class MapRun:
@@ -43,7 +49,9 @@ class MapRun:
         self.on_tick = on_tick
         self.tick_interval = tick_interval
         self.on_top_tasks = on_top_tasks
-        self.job = Job(spec, self._on_result, self._on_failure, task_timeout)
+        self.job = Job(spec, self._on_result, self._on_failure, task_timeout,
+                       on_lease=self._on_lease)
+        self.leases: dict[int, Lease] = {}
         self.pending: Chunk | None = None
         self.exhausted = False
         self.active_tasks = 0  # sent and not yet handed to the user
@@ -58,6 +66,16 @@ class MapRun:
         self.done_order.append(index)
         if top and self.on_top_tasks is not None:
             self.on_top_tasks(index, top)
+
+    def _on_lease(self, index: int, lease: Lease) -> None:
+        self.leases[index] = lease
+        if len(self.leases) > MAX_HELD_LEASES:  # results pile up out of order: hold no more fds
+            self.leases.pop(next(iter(self.leases))).detach()
+
+    def _release(self, index: int) -> None:
+        lease = self.leases.pop(index, None)
+        if lease is not None:
+            lease.release()
 
     def _on_failure(self, exc: BaseException) -> None:
         pass  # Job.error holds it; results() raises it in the caller's thread
@@ -109,10 +127,10 @@ class MapRun:
             self.active_tasks += chunk.size
             self.sizes[chunk.index] = chunk.size
 
-    def _encode(self, chunk: Chunk) -> bytes | None:
+    def _encode(self, chunk: Chunk) -> codec.Outgoing | None:
         message = (CHUNK, self.job.id, chunk.index, chunk.start, chunk.kind, chunk.args)
         try:
-            return dumps(message)
+            return self.engine.encode(message)
         except Exception as exc:
             self.job.fail(self._pickling_error(chunk, exc))
             return None
@@ -138,12 +156,18 @@ class MapRun:
                 index = self.next_index
                 self.next_index += 1
                 self.active_tasks -= self.sizes.pop(index)
-                yield self.done.pop(index)
+                part = self.done.pop(index)
+                yield part
+                del part
+                self._release(index)
         else:
             while self.done_order:
                 index = self.done_order.popleft()
                 self.active_tasks -= self.sizes.pop(index)
-                yield self.done.pop(index)
+                part = self.done.pop(index)
+                yield part
+                del part
+                self._release(index)
 
     def _finished(self) -> bool:
         return self.exhausted and self.pending is None and not self.sizes
@@ -170,3 +194,7 @@ class MapRun:
                     self.on_tick()
         finally:
             engine.jobs.pop(self.job.id, None)
+            self.done.clear()
+            for index in list(self.leases):
+                self._release(index)
+            engine.release_memory()

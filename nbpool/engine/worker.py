@@ -2,6 +2,9 @@
 
 Kept free of heavy imports so a forkserver can preload it and new workers start fast.
 Counters and timings go to the worker's row of the shared stats block, never into messages.
+Large buffers (numpy arrays) arrive and leave in shared memory (``codec``): the tasks see
+copy-on-write views of the parent's data, and the segment goes back to the parent for reuse
+once the chunk is done, unless a task kept a view of it.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import time
 from functools import partial
 from typing import Any, Callable
 
-from . import errors, output, upstream
+from . import codec, errors, output, shm, upstream
 from .protocol import (
     APPLY,
     CHUNK,
@@ -34,8 +37,9 @@ from .protocol import (
     JobSpec,
     WorkerSetup,
 )
-from .serialization import ByValue, dumps, loads
+from .serialization import ByValue, dumps
 from .stats import N_FIELDS, Field, Status
+from .transport import Link
 
 _monotonic = time.monotonic
 _NOT_UNPACKED = (str, bytes, bytearray, dict)
@@ -90,8 +94,12 @@ class Worker:
     """State of one worker: its setup, the current job, its stats row and its connection."""
 
     def __init__(self, conn, stats_block, setup: WorkerSetup, in_thread: bool):
-        self.conn = conn
+        self.link = Link(conn)
         self.setup = setup
+        use_shm = setup.shared_memory and self.link.can_pass_fds and shm.supported()
+        self.segments = shm.SegmentPool(keep=4) if use_shm else None  # for results
+        self.inputs: shm.Mapped | None = None  # the segment of the message being run
+        self.give_back: list[int] = []  # the parent's segments, free again
         self.in_thread = in_thread
         self.row = memoryview(stats_block).cast("B").cast("d")
         self.base = setup.worker_id * N_FIELDS
@@ -123,19 +131,41 @@ class Worker:
     def add(self, field: Field, value: float) -> None:
         self.row[self.base + field] += value
 
-    def send(self, message: tuple) -> None:
-        self.send_bytes(dumps(message))
+    # -- messages --------------------------------------------------------------------
+    def encode(self, message: tuple) -> codec.Outgoing:
+        return codec.encode(message, self.segments)
 
-    def send_bytes(self, payload: bytes) -> None:
+    def send(self, message: tuple | codec.Outgoing) -> None:
+        outgoing = message if isinstance(message, codec.Outgoing) else self.encode(message)
         output.flush()  # printed lines go ahead of the reply that follows them
         with self.send_lock:
-            self.conn.send_bytes(payload)
+            give_back, self.give_back = self.give_back, []
+            self.link.send(outgoing.payload, outgoing.fds + give_back)
 
     def relay(self, message: tuple) -> None:
         """Send output or a nested pool's progress up (from any thread of this worker)."""
         payload = dumps(message)
         with self.send_lock:
-            self.conn.send_bytes(payload)
+            self.link.send(payload)
+
+    def receive(self) -> list:
+        payload, fds = self.link.recv()
+        incoming = codec.decode(payload, fds)
+        for fd in incoming.returned:  # our result segments, free again
+            if self.segments is not None:
+                self.segments.give_back(fd)
+            else:
+                shm.close(fd)
+        self.inputs = incoming.mapped
+        return list(incoming.message)
+
+    def release_inputs(self) -> None:
+        """Hands the message's segment back to the parent, unless a task kept a view of it."""
+        if self.inputs is not None:
+            fd = self.inputs.release()
+            self.inputs = None
+            if fd is not None:
+                self.give_back.append(fd)
 
     def report_state(self) -> None:
         """Tell the parent about a changed worker_state (keys and short value reprs)."""
@@ -164,6 +194,13 @@ class Worker:
             args_text=args_text,
         )
 
+    def close(self) -> None:
+        if self.segments is not None:
+            self.segments.clear()
+        shm.close_all(self.give_back)
+        self.give_back = []
+        self.link.close()
+
     # -- lifecycle ---------------------------------------------------------------------
     def run(self) -> None:
         self.put(Field.PID, os.getpid())
@@ -175,22 +212,26 @@ class Worker:
         while True:
             waited_from = _monotonic()
             try:
-                data = self.conn.recv_bytes()
+                message = self.receive()
             except (EOFError, OSError):
                 return  # the parent is gone: nothing left to do
             self.add(Field.WAITING_TIME, _monotonic() - waited_from)
-            message = loads(data)
             tag = message[0]
-            if tag == CHUNK:
-                self.run_chunk(*message[1:])
+            if tag in (CHUNK, APPLY):
+                run = self.run_chunk if tag == CHUNK else self.run_apply
+                reply = run(message)  # empties ``message``: no view of the inputs is left here
+                self.release_inputs()
+                if reply is not None:
+                    self.report_state()
+                    self.send(reply)
             elif tag == JOB:
                 self.job = message[2]
                 self.target = self._bind(self.job.func) if self.job.func is not None else None
                 self.top = []
+                if self.segments is not None:
+                    self.segments.clear()  # a new map: let the last one's memory go
                 if self.ensure_init():
                     self.report_state()
-            elif tag == APPLY:
-                self.run_apply(*message[1:])
             elif tag == STOP:
                 self.stop()
                 return
@@ -244,9 +285,12 @@ class Worker:
             self.send((EXIT_ERROR, self.failure(exc)))
 
     # -- tasks -------------------------------------------------------------------------
-    def run_chunk(self, job_id, chunk_index, start, kind, args) -> None:
+    def run_chunk(self, message: list) -> codec.Outgoing | None:
+        """Runs a chunk; returns its encoded reply (RESULT or TASK_ERROR)."""
+        _, job_id, chunk_index, start, kind, args = message
+        message.clear()
         if not self.ensure_init():
-            return
+            return None
         self.put(Field.STATUS, Status.WORKING)
         results: list = []
         began = _monotonic()
@@ -262,17 +306,14 @@ class Worker:
             index = start + done
             args_text = errors.describe_args(self._nth(args, kind, done), kind)
             self._finish_chunk(began, done)
-            self.send((TASK_ERROR, job_id, chunk_index, self.failure(exc, index, args_text)))
-            return
+            return self.encode((TASK_ERROR, job_id, chunk_index, self.failure(exc, index, args_text)))
         self._finish_chunk(began, len(results))
         top = sorted(self.top, reverse=True) if self.job.insights else None
         try:
-            payload = dumps((RESULT, job_id, chunk_index, results, top))
+            return self.encode((RESULT, job_id, chunk_index, results, top))
         except Exception as exc:
-            self._report_unpicklable_result(job_id, chunk_index, start, kind, args, results, exc)
-            return
-        self.report_state()
-        self.send_bytes(payload)
+            return self.encode(
+                self._unpicklable_result(job_id, chunk_index, start, kind, args, results, exc))
 
     def _finish_chunk(self, began: float, done: int) -> None:
         self.add(Field.WORKING_TIME, _monotonic() - began)
@@ -331,7 +372,7 @@ class Worker:
                 else:
                     heapq.heapreplace(top, entry)
 
-    def _report_unpicklable_result(self, job_id, chunk_index, start, kind, args, results, exc):
+    def _unpicklable_result(self, job_id, chunk_index, start, kind, args, results, exc) -> tuple:
         bad = 0
         for bad, value in enumerate(results):
             try:
@@ -343,11 +384,14 @@ class Worker:
             f"the result of task {start + bad} could not be pickled: {exc}"
         )
         args_text = errors.describe_args(self._nth(args, kind, bad), kind)
-        self.send((TASK_ERROR, job_id, chunk_index, self.failure(error, start + bad, args_text)))
+        return (TASK_ERROR, job_id, chunk_index, self.failure(error, start + bad, args_text))
 
-    def run_apply(self, job_id, func, args, kwargs) -> None:
+    def run_apply(self, message: list) -> codec.Outgoing | None:
+        """Runs an apply task; returns its encoded reply."""
+        _, job_id, func, args, kwargs = message
+        message.clear()
         if not self.ensure_init():
-            return
+            return None
         self.put(Field.STATUS, Status.WORKING)
         began = _monotonic()
         self.put(Field.PHASE_START, began)
@@ -358,18 +402,16 @@ class Worker:
             raise
         except BaseException as exc:
             self._finish_chunk(began, 1)
-            self.send((TASK_ERROR, job_id, 0, self.failure(exc, 0, errors.describe_args(args))))
-            return
+            return self.encode(
+                (TASK_ERROR, job_id, 0, self.failure(exc, 0, errors.describe_args(args))))
         self._finish_chunk(began, 1)
         self.add(Field.TASKS_DONE, 1)
         try:
-            payload = dumps((RESULT, job_id, 0, [value], None))
+            return self.encode((RESULT, job_id, 0, [value], None))
         except Exception as exc:
             error = errors.TaskPicklingError(f"the result of the task could not be pickled: {exc}")
-            self.send((TASK_ERROR, job_id, 0, self.failure(error, 0, errors.describe_args(args))))
-            return
-        self.report_state()
-        self.send_bytes(payload)
+            return self.encode(
+                (TASK_ERROR, job_id, 0, self.failure(error, 0, errors.describe_args(args))))
 
 
 def _prepare_process(setup: WorkerSetup) -> None:
@@ -415,7 +457,4 @@ def worker_main(conn, start_data: tuple | ByValue, in_thread: bool = False) -> N
             pass  # the parent is gone
         worker.put(Field.STATUS, Status.STOPPED)
         worker.put(Field.PHASE_START, 0.0)
-        try:
-            conn.close()
-        except OSError:
-            pass
+        worker.close()
