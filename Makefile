@@ -59,7 +59,9 @@ chromium:
 	fi
 
 bench: $(VENV)/.installed
-	$(VENV)/bin/python benchmarks/bench_peers.py
+	$(VENV)/bin/python benchmarks/bench_peers.py --json benchmarks/latest.json
+	$(VENV)/bin/python benchmarks/plot_bench.py benchmarks/latest.json docs/benchmarks.svg
+	$(VENV)/bin/python benchmarks/bench_kernel.py
 
 docs: $(VENV)/.installed
 	$(VENV)/bin/python -m sphinx -W --keep-going -n -b html docs docs/_build/html

@@ -3,7 +3,9 @@
 Compares, in ONE process invocation and with ``n_jobs=2``:
 
 * ``nbpool``  -- ``nbpool.WorkerPool`` (start method: its default ``'auto'`` unless
-  ``--start-method`` is given)
+  ``--start-method`` is given), default options: numpy data through shared memory
+* ``nbpool-pickle`` -- the same with ``use_shared_memory=False`` (everything pickled
+  through the pipe, as the peers do)
 * ``mpire``   -- ``mpire.WorkerPool``
 * ``mp``      -- ``multiprocessing.Pool`` (default chunksize)
 * ``ppe``     -- ``concurrent.futures.ProcessPoolExecutor`` (``map`` with
@@ -11,6 +13,11 @@ Compares, in ONE process invocation and with ``n_jobs=2``:
 * ``joblib``  -- ``joblib.Parallel`` with the loky backend (its reusable executor is shut
   down at the end of every timing, so each timing starts fresh workers)
 * ``serial``  -- plain ``map`` in this process (baseline)
+* ``bare``    -- the hardware's limit, not a pool: ``n_jobs`` forked processes, each
+  running a fixed share of the tasks (balanced by cost for E), results back in one pickle
+  per process. It is what "serial time / n_jobs" really is on this machine (2 busy
+  processes on a shared 2-vCPU VM rarely run twice as fast as one). Not run for C_ret,
+  whose results would have to come back through a pipe.
 
 Every timing includes starting and stopping the pool. Workloads:
 
@@ -26,6 +33,9 @@ Every timing includes starting and stopping the pool. Workloads:
 * ``E``      400 busy-loop tasks, the first 40 take 50x longer (50 ms vs 1 ms); reports
   the total and the time to the first result (``imap_unordered`` / ``as_completed`` /
   ``return_as='generator_unordered'``)
+
+For C_arg and C_ret the table adds the parent's peak RSS during the run, above what it
+held before (the input arrays): ``VmHWM`` from /proc, reset before each run (Linux).
 
 Each cell is the median of ``--repeats`` runs (default 3, or 1 with ``--quick``); the order
 of the libraries is rotated on every repeat to spread drift. A library that fails (or
@@ -66,83 +76,22 @@ import sys  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
 N_JOBS = 2
-ALL_LIBS = ("nbpool", "mpire", "mp", "ppe", "joblib", "serial")
+ALL_LIBS = ("nbpool", "nbpool-pickle", "mpire", "mp", "ppe", "joblib", "serial", "bare")
 PEERS = ("mpire", "mp", "ppe", "joblib")
+RSS_WORKLOADS = ("C_arg", "C_ret")
 ALL_WORKLOADS = ("S", "A", "B", "C_arg", "C_ret", "D", "E")
-INIT_SLEEP = 0.45
-STATE_VALUE = 7
 
 
-# --------------------------------------------------------------------------------------
-# Task functions. They live at module level and the benchmark uses them through the
-# module imported under its own name ("bench_peers"), so every library pickles them by
-# reference, whatever the start method.
-# --------------------------------------------------------------------------------------
-
-
-def noop(x):
-    return x
-
-
-def square(x):
-    return x * x
-
-
-def busy(n):
-    """Pure-Python CPU work; returns n so results are easy to check."""
-    acc = 0
-    for i in range(n):
-        acc += i ^ (acc & 7)
-    return n if acc >= 0 else -1
-
-
-def arr_sum(arr):
-    return float(arr.sum())
-
-
-def arr_double(arr):
-    return arr * 2
-
-
-# D: per-worker state, three flavours.
-def init_state(worker_state):  # mpire / nbpool (use_worker_state=True)
-    time.sleep(INIT_SLEEP)
-    worker_state["value"] = STATE_VALUE
-
-
-def task_state(worker_state, x):
-    return x + worker_state["value"]
-
-
-_GLOBAL_STATE = None  # mp.Pool / ProcessPoolExecutor initializer
-
-
-def init_global():
-    global _GLOBAL_STATE
-    time.sleep(INIT_SLEEP)
-    _GLOBAL_STATE = {"value": STATE_VALUE}
-
-
-def task_global(x):
-    return x + _GLOBAL_STATE["value"]
-
-
-_LAZY_STATE = None  # joblib: no initializer, so initialise lazily once per process
-
-
-def task_lazy(x):
-    global _LAZY_STATE
-    if _LAZY_STATE is None:
-        time.sleep(INIT_SLEEP)
-        _LAZY_STATE = {"value": STATE_VALUE}
-    return x + _LAZY_STATE["value"]
-
-
-def reset_state():
-    global _GLOBAL_STATE, _LAZY_STATE
-    _GLOBAL_STATE = None
-    _LAZY_STATE = None
+# The task functions live in bench_tasks.py, a small module that every library pickles by
+# reference and that a spawned or forkserver worker imports in a few milliseconds, as it
+# would a user's own module. (Importing this harness instead would cost each such worker
+# the import of argparse, json, statistics, ... and blur the start-method comparison.)
+from bench_tasks import INIT_SLEEP, STATE_VALUE, busy  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------
@@ -215,10 +164,13 @@ class MpireLikeRunner:
 
 
 class NbpoolRunner(MpireLikeRunner):
-    def __init__(self, start_method):
+    def __init__(self, start_method, shared_memory=True):
         super().__init__("nbpool", start_method)
         if start_method is None:
             self.method = "auto"
+        if not shared_memory:
+            self.name = "nbpool-pickle"
+            self.kwargs["use_shared_memory"] = False
 
     def resolved_method(self):
         """What 'auto' (or the given method) resolves to right now, if nbpool tells us."""
@@ -354,6 +306,82 @@ class JoblibRunner:
         return out, first
 
 
+class SkipCell(Exception):
+    """A runner that has nothing meaningful to measure for a workload."""
+
+
+class BareRunner:
+    """``N_JOBS`` forked processes with a fixed share of the tasks each: no pool at all."""
+
+    name = "bare"
+
+    def __init__(self, start_method):
+        self.version = platform.python_version()
+        self.method = "fork"
+
+    @staticmethod
+    def _fork_each(bodies):
+        """Runs every body in its own forked child; returns their results, in order."""
+        import pickle
+
+        children = []
+        for body in bodies:
+            read_end, write_end = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # child: compute, send one pickle, leave without any clean-up
+                code = 1
+                try:
+                    os.close(read_end)
+                    with os.fdopen(write_end, "wb") as out:
+                        out.write(pickle.dumps(body(), protocol=5))
+                    code = 0
+                finally:
+                    os._exit(code)
+            os.close(write_end)
+            children.append((pid, read_end))
+        results = []
+        for pid, read_end in children:
+            with os.fdopen(read_end, "rb") as pipe:
+                data = pipe.read()
+            _, status = os.waitpid(pid, 0)
+            if status != 0:
+                raise RuntimeError(f"bare child {pid} failed (status {status})")
+            results.append(pickle.loads(data))
+        return results
+
+    @staticmethod
+    def _shares(items):
+        n = len(items)
+        return [items[i * n // N_JOBS:(i + 1) * n // N_JOBS] for i in range(N_JOBS)]
+
+    def map(self, func, items):
+        if items and type(items[0]).__name__ == "ndarray" and func.__name__ == "arr_double":
+            raise SkipCell("results would travel through a pipe: no limit to compare with")
+        parts = self._fork_each([lambda share=share: list(map(func, share))
+                                 for share in self._shares(items)])
+        return [r for part in parts for r in part]
+
+    def map_state(self, items, W):
+        def body(share):
+            W.init_global()
+            return list(map(W.task_global, share))
+
+        parts = self._fork_each([lambda share=share: body(share)
+                                 for share in self._shares(items)])
+        return [r for part in parts for r in part]
+
+    def unordered(self, func, items):
+        # balance by cost (the loop count), longest first: the best fixed schedule
+        loads = [[0, []] for _ in range(N_JOBS)]
+        for item in sorted(items, reverse=True):
+            least = min(loads, key=lambda entry: entry[0])
+            least[0] += item
+            least[1].append(item)
+        parts = self._fork_each([lambda share=share: list(map(func, share))
+                                 for _, share in loads])
+        return [r for part in parts for r in part], None
+
+
 def _version_of(name, mod):
     version = getattr(mod, "__version__", None)
     if version:
@@ -371,6 +399,10 @@ def make_runner(lib, start_method):
         return SerialRunner(start_method)
     if lib == "nbpool":
         return NbpoolRunner(start_method)
+    if lib == "nbpool-pickle":
+        return NbpoolRunner(start_method, shared_memory=False)
+    if lib == "bare":
+        return BareRunner(start_method)
     if lib == "mpire":
         return MpireLikeRunner("mpire", start_method)
     if lib == "mp":
@@ -385,6 +417,12 @@ def make_runner(lib, start_method):
 # --------------------------------------------------------------------------------------
 # Workloads: inputs (built outside the timings), how to run them and how to check results.
 # --------------------------------------------------------------------------------------
+
+
+def _time_busy(n):
+    t = time.perf_counter()
+    busy(n)
+    return time.perf_counter() - t
 
 
 def calibrate_busy(target_s=0.001):
@@ -532,9 +570,33 @@ def _kill_new_children(before):
         pass
 
 
+def _status_kb(field):
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss():
+    """Restarts the kernel's peak-RSS mark (VmHWM) of this process (Linux)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def timed_cell(workload, runner, W, timeout):
-    """One timed run. Returns dict(time=..., first=...) or dict(error=...)."""
+    """One timed run. Returns dict(time=..., first=..., rss_mb=...), dict(error=...) or
+    dict(skip=...)."""
     before = _children_pids()
+    measure_rss = workload.key in RSS_WORKLOADS and _reset_peak_rss()
+    rss_before = _status_kb("VmRSS") if measure_rss else None
 
     def on_alarm(signum, frame):
         _kill_new_children(before)  # unblock whatever waits on the workers
@@ -552,11 +614,16 @@ def timed_cell(workload, runner, W, timeout):
         finally:
             signal.alarm(0)
             signal.signal(signal.SIGALRM, old)
+        peak = _status_kb("VmHWM") if measure_rss else None
         workload.check(workload.items, results)
         cell = {"time": elapsed}
         if t_first is not None:
             cell["first"] = t_first - t0
+        if peak is not None and rss_before is not None:
+            cell["rss_mb"] = max(0, peak - rss_before) / 1024
         return cell
+    except SkipCell as exc:
+        return {"skip": str(exc)}
     except BaseException as exc:  # noqa: BLE001 - report, never crash the run
         if isinstance(exc, KeyboardInterrupt):
             raise
@@ -585,18 +652,31 @@ def fmt_ratio(a, b):
     return f"{a / b:.2f}"
 
 
+def _ratio_columns(libs):
+    columns = [("nbpool / best peer", "best"), ("nbpool / mp.Pool", "mp"),
+               ("nbpool / mpire", "mpire")]
+    if "bare" in libs:
+        columns.append(("nbpool / bare", "bare"))
+    if "nbpool-pickle" in libs:
+        columns.append(("nbpool / nbpool-pickle", "nbpool-pickle"))
+    return columns
+
+
 def render_table(workloads, libs, raw):
     """Markdown table; error notes go below it."""
     notes = []
-    header = ["workload"] + libs + ["nbpool / best peer", "nbpool / mp.Pool", "nbpool / mpire"]
+    ratios = _ratio_columns(libs)
+    header = ["workload"] + libs + [title for title, _ in ratios]
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join(["---"] + ["--:"] * (len(header) - 1)) + "|"]
 
     rows = []
     for wl in workloads:
-        rows.append((wl.key, f"{wl.key} ({wl.description})", "time"))
+        rows.append((wl.key, f"{wl.key} ({wl.description})", "times"))
         if wl.kind == "unordered":
-            rows.append((wl.key, f"{wl.key} time to 1st result", "first"))
+            rows.append((wl.key, f"{wl.key} time to 1st result", "firsts"))
+        if wl.key in RSS_WORKLOADS:
+            rows.append((wl.key, f"{wl.key} parent peak RSS, MB above inputs", "rss"))
 
     for key, label, field in rows:
         meds = {}
@@ -611,14 +691,19 @@ def render_table(workloads, libs, raw):
                 cells.append(f"{tag}[{notes.index(note) + 1}]")
                 meds[lib] = None
                 continue
-            med = median_or_none(entry["times" if field == "time" else "firsts"])
+            med = median_or_none(entry[field])
             meds[lib] = med
-            cells.append(fmt_s(med))
+            if field == "rss":
+                cells.append("-" if med is None else f"{med:.0f}")
+            else:
+                cells.append("-" if entry.get("skip") and med is None else fmt_s(med))
         peer_meds = [meds[p] for p in PEERS if p in meds and meds[p] is not None]
-        best = min(peer_meds) if peer_meds else None
+        meds["best"] = min(peer_meds) if peer_meds else None
         nb = meds.get("nbpool")
-        cells += [fmt_ratio(nb, best), fmt_ratio(nb, meds.get("mp")),
-                  fmt_ratio(nb, meds.get("mpire"))]
+        if field == "rss":
+            cells += [""] * len(ratios)
+        else:
+            cells += [fmt_ratio(nb, meds.get(ref)) for _, ref in ratios]
         lines.append("| " + " | ".join([label] + cells) + " |")
     return "\n".join(lines), notes
 
@@ -640,6 +725,9 @@ def parse_args(argv=None):
     ap.add_argument("--json", metavar="PATH", help="write raw timings to PATH")
     ap.add_argument("--no-warmup", action="store_true",
                     help="skip the untimed start+stop run of each library")
+    ap.add_argument("--busy-n", type=int, default=None,
+                    help="loop count of the ~1 ms busy task (default: calibrated now); "
+                         "runs to be compared must use the same")
     args = ap.parse_args(argv)
     args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     args.libs = [x.strip() for x in args.libs.split(",") if x.strip()]
@@ -667,12 +755,9 @@ def main(argv=None):
 
     # Use the task functions through an importable module so that every library pickles
     # them by reference; spawned/forkserver/loky workers find it through PYTHONPATH.
-    here = os.path.dirname(os.path.abspath(__file__))
-    if here not in sys.path:
-        sys.path.insert(0, here)
     os.environ["PYTHONPATH"] = os.pathsep.join(
-        [here] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
-    W = importlib.import_module("bench_peers")
+        [HERE] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    W = importlib.import_module("bench_tasks")
 
     # mpire creates a tqdm bar even without a progress bar, which starts tqdm's monitor
     # thread for the rest of the process; that thread would make every later nbpool 'auto'
@@ -685,7 +770,11 @@ def main(argv=None):
         pass
 
     sizes = QUICK_SIZES if args.quick else FULL_SIZES
-    busy_n, busy_s = calibrate_busy()
+    if args.busy_n:
+        busy_n = args.busy_n
+        busy_s = min(_time_busy(busy_n) for _ in range(20))
+    else:
+        busy_n, busy_s = calibrate_busy()
     workloads = [make_workloads(W, sizes, busy_n)[k] for k in args.workloads]
 
     runners, libs, setup_errors = {}, [], {}
@@ -696,8 +785,9 @@ def main(argv=None):
             setup_errors[lib] = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
         libs.append(lib)
 
-    raw = {wl.key: {lib: {"times": [], "firsts": [], "error": setup_errors.get(lib),
-                          "timeout": False, "traceback": None} for lib in libs}
+    raw = {wl.key: {lib: {"times": [], "firsts": [], "rss": [], "skip": None,
+                          "error": setup_errors.get(lib), "timeout": False, "traceback": None}
+                    for lib in libs}
            for wl in workloads}
 
     if not args.no_warmup:  # first-use costs (lazy imports, resource trackers) out of timings
@@ -716,14 +806,17 @@ def main(argv=None):
             order = libs[rep % len(libs):] + libs[:rep % len(libs)] if libs else []
             for lib in order:
                 entry = raw[wl.key][lib]
-                if entry["error"] is not None:
-                    continue  # failed before: don't pay for it again
+                if entry["error"] is not None or entry["skip"] is not None:
+                    continue  # failed or skipped before: don't pay for it again
                 runner = runners[lib]
                 if lib == "nbpool":
                     resolved = runner.resolved_method()
                     if resolved:
                         nbpool_methods.add(resolved)
                 cell = timed_cell(wl, runner, W, args.timeout)
+                if "skip" in cell:
+                    entry["skip"] = cell["skip"]
+                    continue
                 if "error" in cell:
                     entry.update(error=cell["error"], timeout=cell["timeout"],
                                  traceback=cell["traceback"])
@@ -732,7 +825,11 @@ def main(argv=None):
                 entry["times"].append(cell["time"])
                 if "first" in cell:
                     entry["firsts"].append(cell["first"])
+                if "rss_mb" in cell:
+                    entry["rss"].append(cell["rss_mb"])
                 extra = f" (1st result {cell['first']:.3f}s)" if "first" in cell else ""
+                if "rss_mb" in cell:
+                    extra += f" (peak RSS +{cell['rss_mb']:.0f} MB)"
                 log(f"[{wl.key}] rep {rep + 1} {lib:7s} {cell['time']:.3f}s{extra}")
         wl.items = None
         gc.collect()

@@ -55,11 +55,12 @@ class AsyncResult:
     def wait(self, timeout: float | None = None) -> None:
         """Wait until the task has finished, or ``timeout`` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._done():
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return
-            self._pool._drive(remaining)
+        with self._pool._terminated_on_interrupt():  # Ctrl-C here stops the pool's work
+            while not self._done():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return
+                self._pool._drive(remaining)
 
     def get(self, timeout: float | None = None) -> Any:
         """The task's return value; re-raises its exception; TimeoutError if not ready in time."""

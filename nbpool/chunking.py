@@ -3,20 +3,29 @@
 Chunks are read from the input only when the dispatcher asks for the next one, so a
 generator (or a ``range(int(1e300))``) is never materialised. A ``range`` is chunked into
 smaller ranges and a numpy array into row slices: both are cheap to pickle and cheap to cut.
+
+Automatic chunking (no ``chunk_size``, no ``n_splits``) adapts the sizes while the map runs
+(``adaptive_sizes``): the first chunks hold 1, 2, 4, ... tasks, so the first results come
+back after one task instead of a whole chunk, and the last ones shrink as the work runs out,
+so that the workers finish together. Explicit sizes, numpy blocks and ``order_tasks`` (where
+chunk boundaries are visible) keep the documented sizes exactly.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import time
 from fractions import Fraction
-from typing import Any, Iterable, Iterator, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 from .warn import warn_user
 
 DEFAULT_CHUNKS_PER_WORKER = 64
 DEFAULT_NUMPY_CHUNKS_PER_WORKER = 4
 UNKNOWN_LENGTH_CHUNK_SIZE = 1
+TAIL_CHUNKS_PER_WORKER = 2  # near the end a chunk holds at most 1/(this * n_jobs) of the rest
+MIN_CHUNK_SECONDS = 0.002  # ... but enough work to keep the per-chunk overhead small
 
 
 def _is_numpy_array(obj: Any) -> bool:
@@ -48,6 +57,44 @@ def _split_sizes(chunk_size: Fraction) -> Iterator[int]:
         size = max(1, math.ceil(current))
         yield size
         current = current + chunk_size - size
+
+
+def adaptive_sizes(
+    chunk_size: Fraction,
+    n_tasks: int,
+    n_jobs: int,
+    tasks_done: Callable[[], int],
+    clock: Callable[[], float] = time.monotonic,
+) -> Iterator[int]:
+    """Chunk sizes that start small and shrink again as the work runs out.
+
+    First 1, 2, 4, ... tasks up to ``chunk_size`` (an early first result), then the regular
+    sizes, each capped at the remaining tasks' share per worker (guided scheduling), but no
+    smaller than ``MIN_CHUNK_SECONDS`` of work, which is measured as the map runs
+    (``tasks_done`` counts the tasks finished so far). Sizes are drawn one at a time, just
+    before each chunk is sent, so they always see the latest measurements.
+    """
+    regular = _split_sizes(chunk_size)
+    ramp = 1
+    given = 0
+    started = clock()
+    done_before = tasks_done()
+    while True:
+        if ramp < chunk_size:
+            size = ramp
+            ramp *= 2
+        else:
+            size = next(regular)
+        remaining = n_tasks - given
+        share = math.ceil(remaining / (TAIL_CHUNKS_PER_WORKER * n_jobs))
+        if share < size:
+            done = tasks_done() - done_before
+            if done > 0:
+                seconds_per_task = (clock() - started) * n_jobs / done
+                enough = math.ceil(MIN_CHUNK_SECONDS / max(seconds_per_task, 1e-9))
+                size = min(size, max(1, share, enough))
+        given += size
+        yield size
 
 
 def _as_fraction(value: float | int) -> Fraction:
@@ -93,9 +140,12 @@ def iter_chunks(
     n_tasks: int | None,
     chunk_size: Fraction,
     iterable_len: int | None = None,
+    sizes: Iterator[int] | None = None,
 ) -> Iterator[Chunk]:
-    """Yield chunks lazily. ``n_tasks`` truncates the input when it is known."""
-    sizes = _split_sizes(chunk_size)
+    """Yield chunks lazily. ``n_tasks`` truncates the input when it is known. ``sizes``
+    overrides the sizes ``chunk_size`` gives (see ``adaptive_sizes``; not for numpy)."""
+    if sizes is None or _is_numpy_array(iterable_of_args):
+        sizes = _split_sizes(chunk_size)
     if _is_numpy_array(iterable_of_args):
         array = iterable_of_args if n_tasks is None else iterable_of_args[:n_tasks]
         start = 0

@@ -13,7 +13,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 from . import frontend, params
 from .async_result import AsyncResult
-from .chunking import _is_numpy_array, iter_chunks, known_length, resolve_chunk_size
+from .chunking import (_is_numpy_array, adaptive_sizes, iter_chunks, known_length,
+                       resolve_chunk_size)
 from .engine import upstream
 from .engine.core import Engine, Job
 from .engine.errors import RemoteTraceback
@@ -21,6 +22,7 @@ from .engine.mapping import MapRun
 from .engine.protocol import PROGRESS, JobSpec
 from .engine.status import worker_rows
 from .insights import Insights, TopTasks
+from .map_output import MapOutput
 
 
 class WorkerPool:
@@ -28,6 +30,9 @@ class WorkerPool:
 
     ``start_method='auto'`` (the default) forks only where that is safe and otherwise uses a
     forkserver (or spawn), so functions defined in a notebook work everywhere.
+    ``use_shared_memory`` (nbpool only, default True) moves large numpy arguments, results and
+    ``shared_objects`` through shared memory instead of pickling them through a pipe; workers
+    see zero-copy, copy-on-write views. False pickles everything, like mpire.
     """
 
     def __init__(
@@ -43,6 +48,8 @@ class WorkerPool:
         use_dill: bool = False,
         enable_insights: bool = False,
         order_tasks: bool = False,
+        *,
+        use_shared_memory: bool = True,
     ):
         n = params.n_jobs(n_jobs)
         self._n_jobs = n
@@ -56,7 +63,9 @@ class WorkerPool:
         self._use_dill = params.flag("use_dill", use_dill)  # cloudpickle is always used
         self._enable_insights = params.flag("enable_insights", enable_insights)
         self._order_tasks = params.flag("order_tasks", order_tasks)
-        self._engine = Engine(n, self._start_method, self._daemon, self._cpu_ids)
+        self._use_shared_memory = params.flag("use_shared_memory", use_shared_memory)
+        self._engine = Engine(n, self._start_method, self._daemon, self._cpu_ids,
+                              shared_memory=self._use_shared_memory)
         self._top_tasks = TopTasks()
         self._map_running = False
         self._insights_used = False
@@ -166,18 +175,16 @@ class WorkerPool:
         died, up to N times, on a fresh worker: one OOM kill does not lose a long map.
         """
         params.flag("concatenate_numpy_output", concatenate_numpy_output)
-        results: list = []
-        for part in self._run(func, iterable_of_args, True, iterable_len, max_tasks_active,
-                              chunk_size, n_splits, worker_lifespan, progress_bar, worker_init,
-                              worker_exit, task_timeout, worker_init_timeout, worker_exit_timeout,
-                              progress_bar_options, progress_bar_style, enable_insights,
-                              progress_bar_position, task_retries):
-            results.extend(part)
-        if concatenate_numpy_output and results and _is_numpy_array(results[0]):
-            import numpy as np
-
-            return np.concatenate(results)
-        return results
+        parts = self._run(func, iterable_of_args, True, iterable_len, max_tasks_active,
+                          chunk_size, n_splits, worker_lifespan, progress_bar, worker_init,
+                          worker_exit, task_timeout, worker_init_timeout, worker_exit_timeout,
+                          progress_bar_options, progress_bar_style, enable_insights,
+                          progress_bar_position, task_retries)
+        output = MapOutput(concatenate_numpy_output, parts.total)
+        for part in parts:
+            output.add(part)
+            del part  # lets the chunk's shared memory go back to its worker
+        return output.result()
 
     def map_unordered(self, func: Callable, iterable_of_args: Iterable,
                       iterable_len: int | None = None, max_tasks_active: int | None = None,
@@ -246,7 +253,7 @@ class WorkerPool:
     def _run(self, func, iterable_of_args, ordered, iterable_len, max_tasks_active, chunk_size,
              n_splits, worker_lifespan, progress_bar, worker_init, worker_exit, task_timeout,
              worker_init_timeout, worker_exit_timeout, progress_bar_options, progress_bar_style,
-             enable_insights, progress_bar_position, task_retries) -> Iterator[list]:
+             enable_insights, progress_bar_position, task_retries) -> "_Parts":
         """Validates eagerly, then returns the generator that runs the map."""
         params.func(func)
         params.iterable(iterable_of_args)
@@ -277,16 +284,20 @@ class WorkerPool:
         n_tasks = known_length(iterable_of_args, iterable_len)
         is_numpy = _is_numpy_array(iterable_of_args)
         size = resolve_chunk_size(n_tasks, self._n_jobs, chunk_size, n_splits, is_numpy)
-        chunks = iter_chunks(iterable_of_args, n_tasks, size, iterable_len)
+        sizes = None
+        if (chunk_size is None and n_splits is None and n_tasks is not None and not is_numpy
+                and not self._order_tasks):
+            sizes = adaptive_sizes(size, n_tasks, self._n_jobs, self._engine.tasks_done)
+        chunks = iter_chunks(iterable_of_args, n_tasks, size, iterable_len, sizes)
         total = n_tasks
         if is_numpy and n_tasks is not None:
             total = _count_chunks(n_tasks, size)
         spec = JobSpec(func=func, track_each_task=insights or task_timeout is not None,
                        insights=insights)
-        return self._execute(spec, chunks, ordered, max_tasks_active, task_timeout,
-                             worker_lifespan, worker_init, worker_exit, worker_init_timeout,
-                             worker_exit_timeout, progress_bar, style, options, position, total,
-                             task_retries)
+        return _Parts(self._execute(spec, chunks, ordered, max_tasks_active, task_timeout,
+                                    worker_lifespan, worker_init, worker_exit,
+                                    worker_init_timeout, worker_exit_timeout, progress_bar,
+                                    style, options, position, total, task_retries), total)
 
     def _execute(self, spec, chunks, ordered, max_tasks_active, task_timeout, worker_lifespan,
                  worker_init, worker_exit, worker_init_timeout, worker_exit_timeout,
@@ -320,6 +331,7 @@ class WorkerPool:
                 if needs_tick:
                     tick()
                 yield part
+                del part  # an error's traceback must not keep a chunk's shared memory
             if progress is not None:
                 done = engine.tasks_done() - baseline
                 if total is None:
@@ -436,16 +448,16 @@ class WorkerPool:
             raise TypeError(f"kwargs must be a dict, got {type(kwargs).__name__}")
         args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
         engine = self._engine
-        if not engine.running:
-            self._ensure_workers(worker_init, worker_exit)
-            engine.init_timeout = worker_init_timeout
-            engine.exit_timeout = worker_exit_timeout
-        result = AsyncResult(self, callback, error_callback)
-        job = Job(None, result._set_result, result._set_error, task_timeout)
-        result.job_id = job.id
-        engine.submit_apply(job, func, args, kwargs or {})
-        self._apply_results.append(result)
-        with self._terminated_on_interrupt():
+        with self._terminated_on_interrupt():  # workers may be at work from here on
+            if not engine.running:
+                self._ensure_workers(worker_init, worker_exit)
+                engine.init_timeout = worker_init_timeout
+                engine.exit_timeout = worker_exit_timeout
+            result = AsyncResult(self, callback, error_callback)
+            job = Job(None, result._set_result, result._set_error, task_timeout)
+            result.job_id = job.id
+            engine.submit_apply(job, func, args, kwargs or {})
+            self._apply_results.append(result)
             engine.pump(0)
         return result
 
@@ -554,6 +566,17 @@ def _weak_method(method: Callable) -> Callable:
 def _merge_into(top_tasks: TopTasks) -> Callable[[int, list], None]:
     """The MapRun's callback for top tasks; it must not hold the pool (see _apply_done)."""
     return lambda _index, top: top_tasks.merge(top)
+
+
+class _Parts:
+    """The per-chunk results of one map call, and how many results it will give (if known)."""
+
+    def __init__(self, parts: Iterator[list], total: int | None):
+        self._parts = parts
+        self.total = total
+
+    def __iter__(self) -> Iterator[list]:
+        return self._parts
 
 
 def _count_chunks(n_tasks: int, size) -> int:

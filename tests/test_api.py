@@ -182,8 +182,12 @@ def _check_prefix(method, expected):
 
 def test_constructor_signature():
     params = _params(WorkerPool.__init__)
-    assert [(p.name, p.default) for p in params] == INIT_PARAMS
-    assert all(p.kind == inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params)
+    mpire_params = params[: len(INIT_PARAMS)]
+    assert [(p.name, p.default) for p in mpire_params] == INIT_PARAMS
+    assert all(p.kind == inspect.Parameter.POSITIONAL_OR_KEYWORD for p in mpire_params)
+    # nbpool's own options follow, keyword-only, so mpire's positional calls mean the same
+    extras = [(p.name, p.default, p.kind) for p in params[len(INIT_PARAMS):]]
+    assert extras == [("use_shared_memory", True, inspect.Parameter.KEYWORD_ONLY)]
 
 
 def test_map_signature():

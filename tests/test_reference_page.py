@@ -314,23 +314,14 @@ def test_task_chunking_n_splits_4_gives_4_chunks():
 
 
 def test_task_chunking_default_is_64_chunks_per_worker():
-    # "The fourth example uses 256 chunks (the default 64 times the number of workers)"
+    # "The fourth example uses 256 chunks (the default 64 times the number of workers)".
+    # Chunk boundaries are visible here through order_tasks, which keeps the documented plan
+    # exactly (nbpool adapts automatic chunk sizes only where no boundary can be observed).
     results, sizes = observed_chunk_sizes(((x,) for x in range(1000)), iterable_len=1000)
     assert results == [x * x for x in range(1000)]
     assert sum(sizes) == 1000
-    chunk_size = 1000 / (64 * 4)
-    # nbpool deliberately starts automatic chunking with chunks of 1, 2, 4, ... tasks (below
-    # the chunk size) so that first results come early; after that the 256-way split follows
-    ramp = []
-    size = 1
-    while size < chunk_size:
-        ramp.append(size)
-        size *= 2
-    rest = sizes[len(ramp):] if sizes[: len(ramp)] == ramp else sizes
-    assert len(rest) in (255, 256)  # 256 chunks (a few tasks fewer after a ramp-up)
-    assert set(rest[:-1]) <= {3, 4}
-    assert 1 <= rest[-1] <= 4
-    assert len(sizes) <= 256 + len(ramp)
+    assert len(sizes) == 256
+    assert set(sizes) <= {3, 4}
 
 
 def test_task_chunking_fixed_chunk_size():

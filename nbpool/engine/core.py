@@ -3,6 +3,8 @@
 Everything happens in the thread that calls into the pool (``pump``): there are no helper
 threads, no polling sleeps. ``pump`` waits on every worker socket and process sentinel at
 once and wakes on the first event or the nearest deadline (a task timeout, a progress tick).
+Large buffers travel in shared-memory segments (``codec``, ``shm``) unless the pool was made
+with ``use_shared_memory=False``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from multiprocessing.connection import Pipe
 from multiprocessing.connection import wait as wait_for
 from typing import Any, Callable
 
-from . import errors, output, start_methods
+from . import codec, errors, output, shm, start_methods
 from .protocol import (
     APPLY,
     CHUNK,
@@ -37,8 +39,9 @@ from .protocol import (
     JobSpec,
     WorkerSetup,
 )
-from .serialization import ByValue, dumps, loads
+from .serialization import ByValue, dumps
 from .signals import interrupts_deferred
+from .start_payload import SharedStartSegment, StartPayload
 from .stats import Field, StatsTable, Status, allocate
 from .transport import Channel
 from .worker import worker_main
@@ -47,6 +50,7 @@ PREFETCH = 2  # chunks a worker may hold: one running, one waiting, so it never 
 TERMINATE_GRACE = 0.3  # seconds a worker that reacts to SIGTERM has for its finally blocks
 TERMINATE_ACK = 0.05  # seconds a worker has to react to SIGTERM at all (in C code it cannot)
 RECHECK_INTERVAL = 0.02  # how soon to look again at a timeout whose clock has not started
+MAX_RETURNED = 4  # result segments waiting to go back to one worker (it keeps as many)
 
 
 class Job:
@@ -60,6 +64,7 @@ class Job:
         on_result: Callable[[int, list, Any], None],
         on_failure: Callable[[BaseException], None],
         task_timeout: float | None = None,
+        on_lease: Callable[[int, "Lease"], None] | None = None,
         requeue: Callable[["InFlight", int], None] | None = None,
         task_retries: int = 0,
     ):
@@ -68,6 +73,7 @@ class Job:
         self.spec_message = dumps((JOB, self.id, spec)) if spec is not None else None
         self.on_result = on_result
         self.on_failure = on_failure
+        self.on_lease = on_lease  # takes the segment of a chunk's results, if it has one
         self.task_timeout = task_timeout
         # requeue(item, worker_id) takes back a chunk that a dead worker held; None: the job
         # cannot re-run work and fails instead
@@ -87,6 +93,7 @@ class Job:
         collector runs."""
         self.on_result = _ignore
         self.on_failure = _ignore
+        self.on_lease = None
         self.requeue = None
         if self.error is not None:
             self.error = FAILED
@@ -97,6 +104,32 @@ FAILED = RuntimeError("the job failed")  # Job.error once the job's own error wa
 
 def _ignore(*args) -> None:
     pass
+
+
+class Lease:
+    """The shared-memory segment a worker's results arrived in.
+
+    ``release`` sends it back to that worker for reuse once no result views it any more;
+    otherwise the results keep their mapping and the parent keeps no descriptor.
+    """
+
+    __slots__ = ("mapped", "slot")
+
+    def __init__(self, mapped: shm.Mapped, slot: "WorkerSlot"):
+        self.mapped = mapped
+        self.slot = slot
+
+    def release(self) -> None:
+        fd = self.mapped.release()
+        if fd is None:
+            return
+        if self.slot.gone or len(self.slot.returnable) >= MAX_RETURNED:
+            shm.close(fd)
+        else:
+            self.slot.returnable.append(fd)
+
+    def detach(self) -> None:
+        self.mapped.detach()
 
 
 @dataclass
@@ -127,6 +160,7 @@ class WorkerSlot:
     exited: bool = False  # EXIT received
     gone: bool = False  # process ended / thread finished and cleaned up
     last_returned: float = 0.0
+    returnable: list = field(default_factory=list)  # its segments, free again, to send back
 
     @property
     def in_flight_tasks(self) -> int:
@@ -140,7 +174,8 @@ class WorkerSlot:
 class Engine:
     """Owns the workers of one pool."""
 
-    def __init__(self, n_jobs: int, start_method: str, daemon: bool, cpu_ids):
+    def __init__(self, n_jobs: int, start_method: str, daemon: bool, cpu_ids,
+                 shared_memory: bool = True):
         self.n_jobs = n_jobs
         self.start_method = start_method
         self.daemon = daemon
@@ -158,12 +193,15 @@ class Engine:
         self.lifespan: int | None = None
         self.init_timeout: float | None = None
         self.exit_timeout: float | None = None
-        self.apply_queue: list[tuple[Job, bytes, int]] = []
+        self.apply_queue: list[tuple[Job, codec.Outgoing, Any]] = []
         self._owner_pid = os.getpid()
         # where relayed worker output and nested pools' progress reports go
         self.on_output: Callable[[str, str], None] = output.write_to_parent_stream
         self.on_progress: Callable[[dict], None] = lambda report: None
         self.last_states: dict[int, dict] = {}  # worker id -> state summary, kept after it ends
+        # segments for the buffers we send; None pickles everything into the pipe
+        self.segments = shm.SegmentPool() if shared_memory and shm.supported() else None
+        self._start_segment = SharedStartSegment()  # large buffers of the workers' start data
 
     # -- workers -------------------------------------------------------------------------
     @property
@@ -178,18 +216,20 @@ class Engine:
         self._setup_args = setup_args
         self.stats.reset()
         self.last_states = {}
+        self._start_segment.refresh()
         for worker_id in range(self.n_jobs):
             self._start_worker(worker_id)
 
     def _start_worker(self, worker_id: int) -> WorkerSlot:
         args = self._setup_args
-        cpu_ids = self.cpu_ids[worker_id] if self.cpu_ids else None
         method = start_methods.resolve(self.start_method)
+        cpu_ids = self.cpu_ids[worker_id] if self.cpu_ids else None
         setup = WorkerSetup(
             worker_id=worker_id,
             cpu_ids=cpu_ids,
             sys_path=[p for p in sys.path if p],
             cwd=os.getcwd(),
+            shared_memory=self.segments is not None,
             # the kernel's parent-death signal follows the thread that started the worker
             die_with_parent=(method == "forkserver"
                              or threading.current_thread() is threading.main_thread()),
@@ -217,7 +257,12 @@ class Engine:
             context = start_methods.get_context(method)
             # one pickle for both, so a shared-memory arena they share travels once
             start_data = (self.stats_block, setup)
-            payload = start_data if method == "fork" else ByValue(start_data)
+            if method == "fork":
+                payload = start_data
+            elif self.segments is not None:  # arrays in shared_objects: one shared copy
+                payload = StartPayload(start_data, self._start_segment)
+            else:
+                payload = ByValue(start_data)
             handle = context.Process(
                 target=worker_main,
                 args=(child_conn, payload),
@@ -251,6 +296,7 @@ class Engine:
             return
         for worker_id, slot in enumerate(self.slots):
             if slot is None or slot.gone:
+                self._start_segment.refresh()  # the objects as they are now, as a fork would
                 self._start_worker(worker_id)
                 restarts = self.stats.get(worker_id, Field.RESTARTS)
                 self.stats.set(worker_id, Field.RESTARTS, restarts + 1)
@@ -260,6 +306,8 @@ class Engine:
         if slot.gone:
             return
         slot.gone = True
+        shm.close_all(slot.returnable)
+        slot.returnable = []
         for key in (slot.channel.fd, slot.sentinel):
             if key is None:
                 continue
@@ -282,8 +330,19 @@ class Engine:
         self.stats.set(slot.worker_id, Field.PHASE_START, 0.0)
 
     # -- sending -------------------------------------------------------------------------
-    def _send(self, slot: WorkerSlot, payload: bytes) -> None:
-        slot.channel.queue(payload)
+    def encode(self, message: tuple) -> codec.Outgoing:
+        """Pickles a message for a worker; large buffers go to shared memory if enabled."""
+        return codec.encode(message, self.segments)
+
+    def _send(self, slot: WorkerSlot, payload: bytes | codec.Outgoing) -> None:
+        if isinstance(payload, codec.Outgoing):
+            payload, fds = payload
+        else:
+            fds = []
+        if slot.returnable and slot.channel.can_pass_fds:  # its own segments, back for reuse
+            fds = fds + slot.returnable
+            slot.returnable = []
+        slot.channel.queue(payload, fds)
         self._flush(slot)
 
     def _flush(self, slot: WorkerSlot) -> None:
@@ -310,14 +369,14 @@ class Engine:
         return True
 
     def send_chunk(self, slot: WorkerSlot, job: Job, index: int, start: int, size: int,
-                   args: Any, kind: str, payload: bytes, retries: int = 0) -> None:
+                   args: Any, kind: str, payload: codec.Outgoing, retries: int = 0) -> None:
         self._ensure_job(slot, job)
         slot.in_flight[(job.id, index)] = InFlight(job, index, start, size, args, kind, retries)
         self._send(slot, payload)
 
     def submit_apply(self, job: Job, func, args: tuple, kwargs: dict) -> None:
         try:
-            payload = dumps((APPLY, job.id, func, args, kwargs))
+            payload = self.encode((APPLY, job.id, func, args, kwargs))
         except Exception as exc:
             raise errors.TaskPicklingError(
                 f"the apply task could not be pickled ({errors.describe_args(args)}): {exc}"
@@ -357,8 +416,8 @@ class Engine:
             if mask & selectors.EVENT_WRITE:
                 self._flush(slot)
             if mask & selectors.EVENT_READ:
-                for frame in slot.channel.read():
-                    self._receive(slot, frame)
+                for payload, fds in slot.channel.read():
+                    self._receive(slot, payload, fds)
                 if slot.channel.eof:
                     dead.append(slot)
         for slot in dict.fromkeys(dead):
@@ -370,8 +429,8 @@ class Engine:
         if slot.gone:
             return
         if not slot.channel.eof:  # replies written just before the end may still be there
-            for frame in slot.channel.read():
-                self._receive(slot, frame)
+            for payload, fds in slot.channel.read():
+                self._receive(slot, payload, fds)
         if slot.gone:
             return
         if slot.exited:
@@ -465,13 +524,23 @@ class Engine:
             return f"one of tasks {current}..{last} (run as one batch)"
         return _describe_tasks(item)
 
-    def _receive(self, slot: WorkerSlot, frame) -> None:
+    def _receive(self, slot: WorkerSlot, payload, fds: list) -> None:
+        """Decodes one frame from a worker and handles its message."""
         try:
-            message = loads(frame)
+            incoming = codec.decode(payload, fds)
         except Exception as exc:  # e.g. a result whose class cannot be rebuilt in the parent
             self._unreadable_reply(slot, exc)
             return
-        self._handle(slot, message)
+        for fd in incoming.returned:  # our segments, free again
+            if self.segments is not None:
+                self.segments.give_back(fd)
+            else:
+                shm.close(fd)
+        lease = Lease(incoming.mapped, slot) if incoming.mapped is not None else None
+        claimed = self._handle(slot, incoming.message, lease)
+        del incoming
+        if lease is not None and not claimed:
+            lease.release()  # back to the worker, unless something still views the data
 
     def _unreadable_reply(self, slot: WorkerSlot, exc: Exception) -> None:
         """A worker answers in the order it was given work, so an unreadable reply belongs
@@ -493,18 +562,25 @@ class Engine:
                 f"parent: {type(exc).__name__}: {errors.safe_str(exc)}"
             ))
 
-    def _handle(self, slot: WorkerSlot, message: tuple) -> None:
+    def _handle(self, slot: WorkerSlot, message: tuple, lease: Lease | None = None) -> bool:
+        """Acts on one message; True if a job took ``lease`` (it then releases it)."""
         tag = message[0]
         if tag == RESULT:
             _, job_id, index, results, top = message
+            del message
             item = slot.in_flight.pop((job_id, index), None)
             slot.last_returned = time.monotonic()
+            claimed = False
             if item is not None:
                 slot.tasks_since_start += item.size
                 if item.job.error is None:
                     item.job.on_result(index, results, top)
+                    if lease is not None and item.job.on_lease is not None:
+                        item.job.on_lease(index, lease)
+                        claimed = True
                 self._settle(item)
             self._maybe_retire(slot)
+            return claimed
         elif tag == TASK_ERROR:
             _, job_id, index, failure = message
             item = slot.in_flight.pop((job_id, index), None)
@@ -531,6 +607,7 @@ class Engine:
         elif tag == EXIT_ERROR:
             slot.exited = True
             self.exit_errors.append(self._exception_from(message[1], what="worker_exit"))
+        return False
 
     def _settle(self, item: InFlight) -> None:
         """An apply task is finished once its single reply (or failure) is in."""
@@ -627,7 +704,7 @@ class Engine:
             slot.stopping = True
         self._kill(busy)
         self.jobs.pop(job.id, None)
-        self.apply_queue = [entry for entry in self.apply_queue if entry[0] is not job]
+        self._drop_applies(lambda entry: entry[0] is job)
 
     def stop(self) -> None:
         """Graceful stop: every worker runs its exit function and ends."""
@@ -638,6 +715,7 @@ class Engine:
         while self.live_slots():
             self.pump(None)
         self.selector_reset()
+        self.release_memory()
 
     def terminate(self) -> None:
         """Stop every worker now, whatever it is doing."""
@@ -645,8 +723,26 @@ class Engine:
         for slot in slots:
             slot.stopping = True
         self._kill(slots)
-        self.apply_queue.clear()
+        self._drop_applies(lambda entry: True)
         self.selector_reset()
+        self.release_memory()
+
+    def _drop_applies(self, which: Callable[[tuple], bool]) -> None:
+        """Forgets queued apply tasks; their segments are never going to be sent."""
+        keep = []
+        for entry in self.apply_queue:
+            if which(entry):
+                shm.close_all(entry[1].fds)
+            else:
+                keep.append(entry)
+        self.apply_queue = keep
+
+    def release_memory(self) -> None:
+        """Frees the shared memory kept for reuse (between maps, and when the pool stops)."""
+        if self.segments is not None:
+            self.segments.clear()
+        if not self.live_slots():
+            self._start_segment.close()
 
     def _kill(self, slots: list[WorkerSlot]) -> None:
         """SIGTERM, so that the task's ``finally`` blocks run (nested pools stop theirs);

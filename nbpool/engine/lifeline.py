@@ -19,7 +19,7 @@ import sys
 import weakref
 
 _PR_SET_PDEATHSIG = 1
-# the parent's ends of worker connections (multiprocessing Connection objects)
+# the parent's ends of worker connections (Connection and socket objects)
 _parent_ends: "weakref.WeakSet" = weakref.WeakSet()
 
 

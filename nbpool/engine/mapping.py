@@ -5,6 +5,10 @@ The input is read one chunk ahead, only when a worker can take it, so generators
 allowed when nothing is active, so no combination of parameters can deadlock (mpire does when
 ``max_tasks_active < chunk_size``).
 
+Results that arrived in shared memory are handed over as views of it; once the consumer has
+moved on to the next chunk, the segment goes back to its worker for reuse (if nothing views it
+any more: ``map``'s concatenation copies the arrays out first).
+
 With ``task_retries``, a chunk whose worker died goes back into the queue, ahead of new
 chunks, and runs again on the fresh worker that replaces the dead one.
 """
@@ -16,10 +20,12 @@ from collections import deque
 from typing import Any, Callable, Iterator
 
 from ..chunking import Chunk
-from .core import Engine, InFlight, Job, WorkerSlot
+from . import codec, errors
+from .core import Engine, InFlight, Job, Lease, WorkerSlot
 from .protocol import CHUNK, JobSpec
 from .serialization import dumps
-from . import errors
+
+MAX_HELD_LEASES = 64  # results waiting for their turn keep at most this many descriptors
 
 
 class MapRun:
@@ -48,7 +54,9 @@ class MapRun:
         self.tick_interval = tick_interval
         self.on_top_tasks = on_top_tasks
         self.job = Job(spec, self._on_result, self._on_failure, task_timeout,
-                       requeue=self._requeue, task_retries=task_retries)
+                       on_lease=self._on_lease, requeue=self._requeue,
+                       task_retries=task_retries)
+        self.leases: dict[int, Lease] = {}
         self.pending: Chunk | None = None
         self.retry_queue: deque[tuple[Chunk, int, int]] = deque()  # chunk, retries, worker
         self.exhausted = False
@@ -64,6 +72,16 @@ class MapRun:
         self.done_order.append(index)
         if top and self.on_top_tasks is not None:
             self.on_top_tasks(index, top)
+
+    def _on_lease(self, index: int, lease: Lease) -> None:
+        self.leases[index] = lease
+        if len(self.leases) > MAX_HELD_LEASES:  # results pile up out of order: hold no more fds
+            self.leases.pop(next(iter(self.leases))).detach()
+
+    def _release(self, index: int) -> None:
+        lease = self.leases.pop(index, None)
+        if lease is not None:
+            lease.release()
 
     def _on_failure(self, exc: BaseException) -> None:
         pass  # Job.error holds it; results() raises it in the caller's thread
@@ -145,10 +163,10 @@ class MapRun:
                           chunk.kind, payload, retries)
         return True
 
-    def _encode(self, chunk: Chunk, slot: WorkerSlot) -> bytes | None:
+    def _encode(self, chunk: Chunk, slot: WorkerSlot) -> codec.Outgoing | None:
         message = (CHUNK, self.job.id, chunk.index, chunk.start, chunk.kind, chunk.args)
         try:
-            return dumps(message)
+            return self.engine.encode(message)
         except Exception as exc:
             self.job.fail(self._pickling_error(chunk, exc, f"Worker-{slot.worker_id}"))
             return None
@@ -176,12 +194,18 @@ class MapRun:
                 index = self.next_index
                 self.next_index += 1
                 self.active_tasks -= self.sizes.pop(index)
-                yield self.done.pop(index)
+                part = self.done.pop(index)
+                yield part
+                del part
+                self._release(index)
         else:
             while self.done_order:
                 index = self.done_order.popleft()
                 self.active_tasks -= self.sizes.pop(index)
-                yield self.done.pop(index)
+                part = self.done.pop(index)
+                yield part
+                del part
+                self._release(index)
 
     def _finished(self) -> bool:
         return (self.exhausted and self.pending is None and not self.sizes
@@ -209,4 +233,8 @@ class MapRun:
                     self.on_tick()
         finally:
             engine.jobs.pop(self.job.id, None)
+            self.done.clear()
+            for index in list(self.leases):
+                self._release(index)
+            engine.release_memory()
             self.job.detach()

@@ -46,9 +46,11 @@ class _Pickler(cloudpickle.Pickler):
                                   cloudpickle.Pickler.dispatch_table)
 
 
-def dumps(obj: Any) -> bytes:
+def dumps(obj: Any, buffer_callback=None) -> bytes:
+    """``buffer_callback``: pickle protocol 5's hook for out-of-band buffers (see codec)."""
     with io.BytesIO() as buffer:
-        _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+        _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL,
+                 buffer_callback=buffer_callback).dump(obj)
         return buffer.getvalue()
 
 
@@ -60,9 +62,10 @@ class _StartPickler(_Pickler):
     dispatch_table = ChainMap(ForkingPickler._extra_reducers, _Pickler.dispatch_table)
 
 
-def _dumps_at_start(obj: Any) -> bytes:
+def dumps_at_start(obj: Any, buffer_callback=None) -> bytes:
     with io.BytesIO() as buffer:
-        _StartPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+        _StartPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL,
+                      buffer_callback=buffer_callback).dump(obj)
         return buffer.getvalue()
 
 
@@ -84,4 +87,4 @@ class ByValue:
         self.value = value
 
     def __reduce__(self):
-        return (_rebuild_by_value, (_dumps_at_start(self.value),))
+        return (_rebuild_by_value, (dumps_at_start(self.value),))

@@ -2,6 +2,9 @@
 
 Kept free of heavy imports so a forkserver can preload it and new workers start fast.
 Counters and timings go to the worker's row of the shared stats block, never into messages.
+Large buffers (numpy arrays) arrive and leave in shared memory (``codec``): the tasks see
+copy-on-write views of the parent's data, and the segment goes back to the parent for reuse
+once the chunk is done, unless a task kept a view of it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import traceback
 from functools import partial
 from typing import Any, Callable
 
-from . import errors, output, upstream
+from . import codec, errors, output, shm, upstream
 from .lifeline import close_inherited_parent_ends, die_with_parent
 from .protocol import (
     APPLY,
@@ -36,8 +39,9 @@ from .protocol import (
     JobSpec,
     WorkerSetup,
 )
-from .serialization import ByValue, dumps, loads
+from .serialization import ByValue, dumps
 from .stats import N_FIELDS, Field, Status
+from .transport import Link
 
 _monotonic = time.monotonic
 _NOT_UNPACKED = (str, bytes, bytearray, dict)
@@ -104,8 +108,12 @@ class Worker:
     """State of one worker: its setup, the current job, its stats row and its connection."""
 
     def __init__(self, conn, stats_block, setup: WorkerSetup, in_thread: bool):
-        self.conn = conn
+        self.link = Link(conn)
         self.setup = setup
+        use_shm = setup.shared_memory and self.link.can_pass_fds and shm.supported()
+        self.segments = shm.SegmentPool(keep=4) if use_shm else None  # for results
+        self.inputs: shm.Mapped | None = None  # the segment of the message being run
+        self.give_back: list[int] = []  # the parent's segments, free again
         self.in_thread = in_thread
         self.row = memoryview(stats_block).cast("B").cast("d")
         self.base = setup.worker_id * N_FIELDS
@@ -137,19 +145,41 @@ class Worker:
     def add(self, field: Field, value: float) -> None:
         self.row[self.base + field] += value
 
-    def send(self, message: tuple) -> None:
-        self.send_bytes(dumps(message))
+    # -- messages --------------------------------------------------------------------
+    def encode(self, message: tuple) -> codec.Outgoing:
+        return codec.encode(message, self.segments)
 
-    def send_bytes(self, payload: bytes) -> None:
+    def send(self, message: tuple | codec.Outgoing) -> None:
+        outgoing = message if isinstance(message, codec.Outgoing) else self.encode(message)
         output.flush()  # printed lines go ahead of the reply that follows them
         with self.send_lock:
-            self.conn.send_bytes(payload)
+            give_back, self.give_back = self.give_back, []
+            self.link.send(outgoing.payload, outgoing.fds + give_back)
 
     def relay(self, message: tuple) -> None:
         """Send output or a nested pool's progress up (from any thread of this worker)."""
         payload = dumps(message)
         with self.send_lock:
-            self.conn.send_bytes(payload)
+            self.link.send(payload)
+
+    def receive(self) -> list:
+        payload, fds = self.link.recv()
+        incoming = codec.decode(payload, fds)
+        for fd in incoming.returned:  # our result segments, free again
+            if self.segments is not None:
+                self.segments.give_back(fd)
+            else:
+                shm.close(fd)
+        self.inputs = incoming.mapped
+        return list(incoming.message)
+
+    def release_inputs(self) -> None:
+        """Hands the message's segment back to the parent, unless a task kept a view of it."""
+        if self.inputs is not None:
+            fd = self.inputs.release()
+            self.inputs = None
+            if fd is not None:
+                self.give_back.append(fd)
 
     def report_state(self) -> None:
         """Tell the parent about a changed worker_state (keys and short value reprs)."""
@@ -181,6 +211,13 @@ class Worker:
             args_text=args_text,
         )
 
+    def close(self) -> None:
+        if self.segments is not None:
+            self.segments.clear()
+        shm.close_all(self.give_back)
+        self.give_back = []
+        self.link.close()
+
     # -- lifecycle ---------------------------------------------------------------------
     def run(self) -> None:
         self.put(Field.PID, os.getpid())
@@ -194,25 +231,38 @@ class Worker:
         while True:
             waited_from = _monotonic()
             try:
-                data = self.conn.recv_bytes()
+                message = self.receive()
             except (EOFError, OSError):
                 return  # the parent is gone: nothing left to do
             self.add(Field.WAITING_TIME, _monotonic() - waited_from)
-            message = loads(data)
             tag = message[0]
-            if tag == CHUNK:
-                self.run_chunk(*message[1:])
+            if tag in (CHUNK, APPLY):
+                if tag == CHUNK:
+                    self.mark_running(message[2])
+                run = self.run_chunk if tag == CHUNK else self.run_apply
+                reply = run(message)  # empties ``message``: no view of the inputs is left here
+                self.release_inputs()
+                if reply is not None:
+                    self.report_state()
+                    self.send(reply)
+                self.put(Field.RUNNING_CHUNK, 0)  # answered
             elif tag == JOB:
                 self.job = message[2]
                 self.target = self._bind(self.job.func) if self.job.func is not None else None
                 self.top = []
+                if self.segments is not None:
+                    self.segments.clear()  # a new map: let the last one's memory go
                 if self.ensure_init():
                     self.report_state()
-            elif tag == APPLY:
-                self.run_apply(*message[1:])
             elif tag == STOP:
                 self.stop()
                 return
+
+    def mark_running(self, chunk_index: int) -> None:
+        """Tells the parent, should this worker die, which chunk it had started and how many
+        of its tasks it had counted as done (so that a re-run does not count them twice)."""
+        self.put(Field.UNREPORTED_TASKS, 0)
+        self.put(Field.RUNNING_CHUNK, chunk_index + 1)
 
     def _bind(self, func: Callable) -> Callable:
         return partial(func, *self.prefix) if self.prefix else func
@@ -263,19 +313,12 @@ class Worker:
             self.send((EXIT_ERROR, self.failure(exc)))
 
     # -- tasks -------------------------------------------------------------------------
-    def run_chunk(self, job_id, chunk_index, start, kind, args) -> None:
+    def run_chunk(self, message: list) -> codec.Outgoing | None:
+        """Runs a chunk; returns its encoded reply (RESULT or TASK_ERROR)."""
+        _, job_id, chunk_index, start, kind, args = message
+        message.clear()
         if not self.ensure_init():
-            return
-        # tells the parent, should this worker die, which chunk it had started and how many
-        # of its tasks it had counted as done (so that a re-run does not count them twice)
-        self.put(Field.UNREPORTED_TASKS, 0)
-        self.put(Field.RUNNING_CHUNK, chunk_index + 1)
-        try:
-            self._run_chunk(job_id, chunk_index, start, kind, args)
-        finally:
-            self.put(Field.RUNNING_CHUNK, 0)
-
-    def _run_chunk(self, job_id, chunk_index, start, kind, args) -> None:
+            return None
         self.put(Field.STATUS, Status.WORKING)
         results: list = []
         began = _monotonic()
@@ -291,17 +334,14 @@ class Worker:
             index = start + done
             args_text = errors.describe_args(self._nth(args, kind, done), kind)
             self._finish_chunk(began, done)
-            self.send((TASK_ERROR, job_id, chunk_index, self.failure(exc, index, args_text)))
-            return
+            return self.encode((TASK_ERROR, job_id, chunk_index, self.failure(exc, index, args_text)))
         self._finish_chunk(began, len(results))
         top = sorted(self.top, reverse=True) if self.job.insights else None
         try:
-            payload = dumps((RESULT, job_id, chunk_index, results, top))
+            return self.encode((RESULT, job_id, chunk_index, results, top))
         except Exception as exc:
-            self._report_unpicklable_result(job_id, chunk_index, start, kind, args, results, exc)
-            return
-        self.report_state()
-        self.send_bytes(payload)
+            return self.encode(
+                self._unpicklable_result(job_id, chunk_index, start, kind, args, results, exc))
 
     def _finish_chunk(self, began: float, done: int) -> None:
         self.add(Field.WORKING_TIME, _monotonic() - began)
@@ -362,7 +402,7 @@ class Worker:
                 else:
                     heapq.heapreplace(top, entry)
 
-    def _report_unpicklable_result(self, job_id, chunk_index, start, kind, args, results, exc):
+    def _unpicklable_result(self, job_id, chunk_index, start, kind, args, results, exc) -> tuple:
         bad = 0
         for bad, value in enumerate(results):
             try:
@@ -374,11 +414,14 @@ class Worker:
             f"the result of task {start + bad} could not be pickled: {exc}"
         )
         args_text = errors.describe_args(self._nth(args, kind, bad), kind)
-        self.send((TASK_ERROR, job_id, chunk_index, self.failure(error, start + bad, args_text)))
+        return (TASK_ERROR, job_id, chunk_index, self.failure(error, start + bad, args_text))
 
-    def run_apply(self, job_id, func, args, kwargs) -> None:
+    def run_apply(self, message: list) -> codec.Outgoing | None:
+        """Runs an apply task; returns its encoded reply."""
+        _, job_id, func, args, kwargs = message
+        message.clear()
         if not self.ensure_init():
-            return
+            return None
         self.put(Field.STATUS, Status.WORKING)
         began = _monotonic()
         self.put(Field.PHASE_START, began)
@@ -389,20 +432,16 @@ class Worker:
             raise
         except BaseException as exc:
             self._finish_chunk(began, 1)
-            failure = self.failure(exc, None, errors.describe_args(args))
-            self.send((TASK_ERROR, job_id, 0, failure))
-            return
+            return self.encode(
+                (TASK_ERROR, job_id, 0, self.failure(exc, None, errors.describe_args(args))))
         self._finish_chunk(began, 1)
         self.add(Field.TASKS_DONE, 1)
         try:
-            payload = dumps((RESULT, job_id, 0, [value], None))
+            return self.encode((RESULT, job_id, 0, [value], None))
         except Exception as exc:
             error = errors.TaskPicklingError(f"the result of the task could not be pickled: {exc}")
-            failure = self.failure(error, None, errors.describe_args(args))
-            self.send((TASK_ERROR, job_id, 0, failure))
-            return
-        self.report_state()
-        self.send_bytes(payload)
+            return self.encode(
+                (TASK_ERROR, job_id, 0, self.failure(error, None, errors.describe_args(args))))
 
 
 def _prepare_process(setup: WorkerSetup) -> None:
@@ -455,7 +494,9 @@ def worker_main(conn, start_data: tuple | ByValue, in_thread: bool = False) -> N
         if worker is not None:
             worker.put(Field.STATUS, Status.STOPPED)
             worker.put(Field.PHASE_START, 0.0)
-        try:
-            conn.close()
-        except OSError:
-            pass
+            worker.close()
+        else:
+            try:
+                conn.close()
+            except OSError:
+                pass

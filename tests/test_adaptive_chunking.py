@@ -1,0 +1,129 @@
+"""Adaptive chunk sizes: where they apply, what sizes they give, and that results do not change.
+
+Chunk boundaries are read back through worker_lifespan=1 with one worker: the worker restarts
+after every chunk and its worker_exit reports how many tasks that chunk held, in order.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from fractions import Fraction
+
+import pytest
+
+from nbpool import WorkerPool
+from nbpool.chunking import adaptive_sizes, iter_chunks, resolve_chunk_size
+
+pytestmark = pytest.mark.filterwarnings("ignore:start_method='fork':RuntimeWarning")
+
+
+def square(x):
+    return x * x
+
+
+def _count_init(worker_state):
+    worker_state["n"] = 0
+
+
+def _count_square(worker_state, x):
+    worker_state["n"] += 1
+    return x * x
+
+
+def _count_slow_square(worker_state, x):
+    time.sleep(0.002)  # enough work per task that a one-task chunk is worth sending
+    return _count_square(worker_state, x)
+
+
+def _count_exit(worker_state):
+    return worker_state["n"]
+
+
+def chunk_sizes(n_tasks: int, func=_count_square, **map_kwargs) -> list[int]:
+    """The sizes of the chunks a map over range(n_tasks) sent, in order."""
+    # fork: a restart costs milliseconds (a forkserver child would import pytest again)
+    with WorkerPool(n_jobs=1, use_worker_state=True, start_method="fork",
+                    order_tasks=map_kwargs.pop("order_tasks", False)) as pool:
+        results = pool.map(func, list(range(n_tasks)), worker_lifespan=1,
+                           worker_init=_count_init, worker_exit=_count_exit, **map_kwargs)
+        sizes = pool.get_exit_results()
+    assert results == [x * x for x in range(n_tasks)]
+    return sizes
+
+
+def regular_plan(n_tasks: int, n_jobs: int) -> list[int]:
+    size = resolve_chunk_size(n_tasks, n_jobs, None, None)
+    return [chunk.size for chunk in iter_chunks(range(n_tasks), n_tasks, size)]
+
+
+def test_automatic_chunks_start_with_one_task_and_shrink_at_the_end():
+    sizes = chunk_sizes(400, _count_slow_square)  # regular size: 400 / 64 = 6.25
+    assert sum(sizes) == 400
+    assert sizes[:3] == [1, 2, 4]
+    assert max(sizes) == 7
+    assert sizes[-1] == 1 and sizes[-2] <= 2  # the last ones hold what is left, halved
+    assert regular_plan(400, 1)[-2:] != sizes[-2:]
+
+
+@pytest.mark.parametrize("map_kwargs, expected", [
+    ({"chunk_size": 40}, [40] * 25),
+    ({"n_splits": 8}, [125] * 8),
+    ({"order_tasks": True}, regular_plan(1000, 1)),
+])
+def test_explicit_or_observable_chunking_keeps_the_plan(map_kwargs, expected):
+    assert chunk_sizes(1000, **map_kwargs) == expected
+
+
+def test_adaptive_sizes_cover_the_input_and_follow_the_measurements():
+    done, now = 0, 0.0
+    sizes = adaptive_sizes(Fraction(50), 10_000, 4, lambda: done, clock=lambda: now)
+    first = list(itertools.islice(sizes, 6))
+    assert first == [1, 2, 4, 8, 16, 32]
+    given = sum(first)
+    # nothing measured yet: no shrinking, regular sizes until the input is used up
+    while given < 9_000:
+        size = next(sizes)
+        assert size == 50
+        given += size
+    # one task took 10 s: the tail shrinks towards one task per chunk
+    done, now = 1, 10.0
+    tail = []
+    while given < 10_000:
+        tail.append(next(sizes))
+        given += tail[-1]
+    assert tail[0] == 50 and tail[-1] == 1
+    assert tail == sorted(tail, reverse=True)
+    assert given == 10_000
+
+
+def test_adaptive_sizes_keep_enough_work_per_chunk_for_tiny_tasks():
+    # a million tasks done in a second: a 1000-task chunk is 1 ms of work, not worth splitting
+    done, now = 0, 0.0
+    sizes = adaptive_sizes(Fraction(1000), 100_000, 2, lambda: done, clock=lambda: now)
+    ramp = list(itertools.islice(sizes, 10))
+    assert ramp == [2**i for i in range(10)]
+    done, now = 1_000_000, 1.0
+    assert list(itertools.islice(sizes, 200)) == [1000] * 200
+
+
+@pytest.mark.parametrize("make_input", [
+    lambda n: range(n),
+    lambda n: list(range(n)),
+    lambda n: (x for x in range(n)),
+], ids=["range", "list", "generator"])
+def test_adaptive_chunks_give_the_same_results_in_the_same_order(make_input):
+    n = 5000
+    expected = [x * x for x in range(n)]
+    with WorkerPool(n_jobs=2) as pool:
+        assert pool.map(square, make_input(n), iterable_len=n) == expected
+        assert list(pool.imap(square, make_input(n), iterable_len=n)) == expected
+        assert sorted(pool.map_unordered(square, make_input(n), iterable_len=n)) == expected
+        assert sorted(pool.imap_unordered(square, make_input(n), iterable_len=n)) == expected
+        assert pool.map(square, make_input(n), iterable_len=n, chunk_size=7) == expected
+
+
+def test_the_regular_plan_is_64_chunks_per_worker():
+    assert len(regular_plan(1000, 1)) == 64
+    assert len(regular_plan(1000, 4)) == 256
+    assert set(regular_plan(1000, 4)) == {3, 4}
