@@ -6,8 +6,9 @@ resource tracker - is inspected:
 - no internet socket at all, listening or not;
 - unix sockets are unnamed socket pairs (the worker connections), except the forkserver's
   listener, whose directory only the user can enter;
-- shared memory (the stats block: multiprocessing's heap file in /dev/shm) is owner-only
-  and unlinked at once, so nothing is left in /dev/shm, even if a process is killed.
+- shared memory is owner-only and has no name that could be left behind: the stats block
+  (multiprocessing's heap file in /dev/shm, unlinked at once) and the segments large numpy
+  buffers travel in (anonymous memfd files).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import stat
 import time
 
+import numpy as np
 import psutil
 import pytest
 
@@ -28,6 +30,12 @@ pytestmark = pytest.mark.filterwarnings("ignore:start_method='fork':RuntimeWarni
 def slow_identity(x):
     time.sleep(0.005)
     return x
+
+
+def slow_block(block):
+    """Row blocks of > 64 KB: arguments and results travel in shared memory segments."""
+    time.sleep(0.005)
+    return block + 1
 
 
 def _processes_of_this_pool() -> list[psutil.Process]:
@@ -57,7 +65,7 @@ def _shared_memory_fds(proc: psutil.Process) -> list[tuple[str, int]]:
             mode = os.stat(f"{fd_dir}/{fd}").st_mode
         except OSError:
             continue  # closed meanwhile
-        if target.startswith("/dev/shm/"):
+        if target.startswith(("/dev/shm/", "/memfd:")):
             found.append((target, mode))
     return found
 
@@ -67,12 +75,13 @@ def _shared_memory_fds(proc: psutil.Process) -> list[tuple[str, int]]:
 @pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
 def test_no_network_port_and_only_private_channels(method, capsys):
     with WorkerPool(n_jobs=2, start_method=method) as pool:
-        results = pool.imap(slow_identity, range(200), chunk_size=2, progress_bar=True,
+        blocks = np.zeros((400, 20_000))
+        results = pool.imap(slow_block, blocks, chunk_size=2, progress_bar=True,
                             enable_insights=True)
-        assert next(results) == 0  # the map is running: workers, bar, insights
+        assert (next(results) == 1).all()  # the map is running: workers, bar, insights
         processes = _processes_of_this_pool()
         assert len(processes) >= 3
-        shm_seen = 0
+        shm_seen = memfd_seen = 0
         for proc in processes:
             who = f"pid {proc.pid} ({' '.join(proc.cmdline())[:60]})"
             inet = proc.net_connections(kind="inet")
@@ -83,11 +92,15 @@ def test_no_network_port_and_only_private_channels(method, capsys):
                 assert _is_forkserver(proc), f"{who} has a named unix socket {conn.laddr}"
                 _check_private_directory(conn.laddr)
             for target, mode in _shared_memory_fds(proc):
-                shm_seen += 1
                 assert stat.S_IMODE(mode) & 0o077 == 0, f"{who}: {target} is {oct(mode)}"
+                if target.startswith("/memfd:"):
+                    memfd_seen += 1
+                    continue
+                shm_seen += 1
                 assert target.endswith("(deleted)"), f"{who}: {target} is still in /dev/shm"
         assert shm_seen >= 1  # the stats block really is shared memory
-        assert list(results) == list(range(1, 200))
+        assert memfd_seen >= 1  # and so are the blocks
+        assert sum(1 for block in results if (block == 1).all()) == 199
     capsys.readouterr()  # the progress bar's output
 
 

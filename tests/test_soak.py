@@ -2,12 +2,14 @@
 
 Marked ``soak`` (select with ``-m soak``); they run in the normal suite too, sized to take
 well under a minute each here. Each compares, after a warm-up and after the run: open file
-descriptors, threads (Python's and the OS's), child processes, /dev/shm entries of this
-process and its workers, semaphores and shared memory segments created, and RSS.
+descriptors (the shared-memory segments large numpy buffers travel in are descriptors too),
+threads (Python's and the OS's), child processes, /dev/shm entries of this process and its
+workers, semaphores and named shared memory created, and RSS.
 
 /dev/shm is shared with every other process on the machine, so only entries that belong
 to this test can be compared: multiprocessing names its heap files after the creating pid.
-nbpool creates no semaphore and no shared memory segment at all; the tests count creations.
+nbpool's segments are anonymous (memfd), and it creates no semaphore and no named shared
+memory; the tests count creations.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ import pytest
 from nbpool import WorkerPool
 from nbpool.engine.errors import WorkerDiedError
 from procs import pool_processes
-from tasks import exit_on_7, fail_on_7, square
+from tasks import exit_on_7, fail_on_7, scale_block, square
+
+BLOCKS = None  # a numpy array whose row blocks (> 64 KB) travel in shared memory segments
 
 pytestmark = [
     pytest.mark.soak,
@@ -101,10 +105,19 @@ def _compare(before: Snapshot, after: Snapshot, counter: CreationCounter, what: 
 
 
 def _one_map(pool: WorkerPool, index: int) -> None:
-    """Every map function, an apply now and then, and a failing map every 50th time."""
+    """Every map function, an apply now and then, numpy blocks in shared memory, and a
+    failing map every 50th time."""
+    global BLOCKS
     if index % 50 == 25:
         with pytest.raises(ValueError):
             pool.map(fail_on_7, range(50))
+        return
+    if index % 10 == 7:
+        import numpy as np
+
+        if BLOCKS is None:
+            BLOCKS = np.arange(16 * 20_000, dtype=np.float64).reshape(16, 20_000)
+        assert (pool.map(scale_block, BLOCKS, chunk_size=2) == BLOCKS * 2).all()
         return
     kind = index % 5
     if kind == 0:
