@@ -94,9 +94,10 @@ def _compare(before: Snapshot, after: Snapshot, counter: CreationCounter, what: 
               f"{after.threads} (OS {before.os_threads}->{after.os_threads}), RSS "
               f"{before.rss_mb:.1f}->{after.rss_mb:.1f} MB")
     print(report)
-    assert after.fds == before.fds, report
-    assert after.threads == before.threads, report
-    assert after.os_threads == before.os_threads, report
+    # a leak grows; fewer is fine (a transient thread of the warm-up may just have ended)
+    assert after.fds <= before.fds, report
+    assert after.threads <= before.threads, report
+    assert after.os_threads <= before.os_threads, report
     assert not after.processes, [(p.pid, p.cmdline()) for p in after.processes]
     assert after.shm <= before.shm, f"/dev/shm entries left: {after.shm - before.shm}"
     assert not counter.created, counter.created
