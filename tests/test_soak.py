@@ -136,7 +136,10 @@ def _one_map(pool: WorkerPool, index: int) -> None:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
 def test_500_maps_on_one_keep_alive_pool(method, monkeypatch):
-    WorkerPool(n_jobs=2, start_method=method).map(square, range(10))  # warm-up: heap, helpers
+    with WorkerPool(n_jobs=2, start_method=method) as warm_up:  # heap, helpers, numpy
+        for index in range(20):
+            _one_map(warm_up, index)
+    del warm_up
     closed_before = Snapshot.take(set())
     with WorkerPool(n_jobs=2, start_method=method, keep_alive=True) as pool:
         for index in range(20):  # warm-up: workers, caches
