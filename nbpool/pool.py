@@ -318,10 +318,12 @@ class WorkerPool:
 
                 progress = self._progress = make_progress(style, total, options, position)
 
+            refresh_views = _weak_method(self._refresh_views)  # must not hold the pool
+
             def tick() -> None:
                 if progress is not None:
                     progress.update(engine.tasks_done() - baseline)
-                self._refresh_views()
+                refresh_views()
 
             needs_tick = progress is not None or len(self._live_views) > 0
             run = MapRun(engine, spec, chunks, ordered, max_tasks_active, self._order_tasks,

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 
 import psutil
 import pytest
+
+# A shell starts background jobs with SIGINT ignored, and children inherit that: the interrupt
+# tests' scripts would then never see Ctrl-C. A handler (unlike SIG_IGN) resets on exec.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 LEAK_GRACE_SECONDS = 2.0
 _POLL = 0.05

@@ -23,7 +23,6 @@ from typing import Any, Callable
 from . import codec, errors, output, shm, start_methods
 from .protocol import (
     APPLY,
-    CHUNK,
     EXIT,
     EXIT_ERROR,
     INIT_ERROR,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 from ..chunking import Chunk
 from . import codec, errors

@@ -65,12 +65,11 @@ class Channel:
         self.conn = conn
         self.fd = conn.fileno()
         os.set_blocking(self.fd, False)
+        register_parent_end(conn)  # forked workers close their copies of it
         self.sock = _socket_of(conn)
         if self.sock is not None:
             self.sock.setblocking(False)
-        for end in (conn, self.sock):  # forked workers close their copies of both
-            if end is not None:
-                register_parent_end(end)
+            register_parent_end(self.sock)  # a second descriptor of the same end
         self._out: deque[list] = deque()  # [memoryview, descriptors to send with it]
         self._header = bytearray()
         self._header_fds: list[int] = []
@@ -175,6 +174,9 @@ class Channel:
         self._body_got = 0
 
     def close(self) -> None:
+        forget_parent_end(self.conn)
+        if self.sock is not None:
+            forget_parent_end(self.sock)
         for _view, fds in self._out:
             shm.close_all(fds)
         self._out.clear()
@@ -183,7 +185,6 @@ class Channel:
         for closable in (self.sock, self.conn):
             if closable is None:
                 continue
-            forget_parent_end(closable)
             try:
                 closable.close()
             except OSError:
