@@ -439,7 +439,8 @@ import sys, time
 from nbpool import WorkerPool
 
 def slow(x):
-    print("task", x, flush=True)
+    sys.stdout.write(f"task {x}\\n")  # one write: two workers' lines never interleave
+    sys.stdout.flush()
     time.sleep(60)
     return x
 
