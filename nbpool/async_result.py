@@ -25,6 +25,7 @@ class AsyncResult:
     # called by the engine
     def _set_result(self, index: int, results: list, top) -> None:
         self._value = results[0]
+        self._pool._apply_done(self)
         if self._callback is not None:
             self._callback(self._value)
 
@@ -32,6 +33,7 @@ class AsyncResult:
         if self._value is not _PENDING or self._error is not None:
             return
         self._error = exc
+        self._pool._apply_done(self)
         if self._error_callback is not None:
             self._error_callback(exc)
 

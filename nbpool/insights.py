@@ -50,13 +50,16 @@ class Insights:
 
     def __init__(self, stats, top: TopTasks):
         self.n_completed_tasks = [int(v) for v in stats.column(Field.TASKS_DONE)]
+        # workers started in each slot to replace one that retired (worker_lifespan) or died
+        self.n_restarts = [int(v) for v in stats.column(Field.RESTARTS)]
         self.seconds = {phase: stats.column(col) for phase, col in _PHASE_FIELDS.items()}
         self.top_tasks = top.slowest()
 
     def raw(self) -> dict:
         """The same figures as numbers (seconds as floats), for computing with them."""
         total = sum(sum(values) for values in self.seconds.values())
-        out: dict = {"n_completed_tasks": list(self.n_completed_tasks), "total_time": total}
+        out: dict = {"n_completed_tasks": list(self.n_completed_tasks), "total_time": total,
+                     "n_restarts": list(self.n_restarts)}
         for phase, values in self.seconds.items():
             out[f"{phase}_time"] = list(values)
             out[f"total_{phase}_time"] = sum(values)
@@ -66,7 +69,9 @@ class Insights:
         return out
 
     def as_dict(self) -> dict:
-        """mpire's ``get_insights()`` dict: durations as strings, ratios as floats."""
+        """mpire's ``get_insights()`` dict: durations as strings, ratios as floats.
+
+        Exactly mpire's keys; restarts are in ``raw()`` and in the report."""
         raw = self.raw()
         out: dict = {"n_completed_tasks": raw["n_completed_tasks"]}
         for phase in PHASES:
@@ -98,12 +103,16 @@ class Insights:
         """A readable text report."""
         raw = self.raw()
         lines = ["WorkerPool insights", "-------------------",
-                 f"Total number of tasks completed: {sum(raw['n_completed_tasks'])}", ""]
-        header = f"{'Worker':>8} {'Tasks':>8} " + " ".join(f"{p.replace('_', ' '):>12}" for p in PHASES)
-        lines.append(header)
+                 f"Total number of tasks completed: {sum(raw['n_completed_tasks'])}"]
+        if sum(raw["n_restarts"]):
+            lines.append(f"Worker restarts (retired or died): {sum(raw['n_restarts'])}")
+        lines.append("")
+        phases = " ".join(f"{p.replace('_', ' '):>12}" for p in PHASES)
+        lines.append(f"{'Worker':>8} {'Tasks':>8} {'Restarts':>8} {phases}")
         for worker_id, count in enumerate(raw["n_completed_tasks"]):
             cells = " ".join(f"{format_seconds(raw[f'{p}_time'][worker_id]):>12}" for p in PHASES)
-            lines.append(f"{worker_id:>8} {count:>8} {cells}")
+            restarts = raw["n_restarts"][worker_id]
+            lines.append(f"{worker_id:>8} {count:>8} {restarts:>8} {cells}")
         lines.append("")
         lines.append("Total time: " + format_seconds(raw["total_time"]))
         for phase in PHASES:

@@ -40,6 +40,11 @@ def positive_number(name: str, value: Any, minimum: float = 0.0, inclusive: bool
     return value
 
 
+def task_retries(value: Any) -> int:
+    """How often a chunk may re-run after its worker died: an int >= 0 (0: never)."""
+    return positive_int("task_retries", value, minimum=0, allow_none=False)
+
+
 def flag(name: str, value: Any) -> bool:
     if not isinstance(value, (bool, numbers.Integral)) or value not in (0, 1):
         raise TypeError(f"{name} must be True or False, got {value!r}")

@@ -8,6 +8,7 @@ engine's business (``nbpool.engine``); drawing progress is the views' (``nbpool.
 from __future__ import annotations
 
 import weakref
+from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator
 
 from . import frontend, params
@@ -72,7 +73,7 @@ class WorkerPool:
         self._progress = None  # the running map's progress view
         self._nested_view = None  # shows nested pools' bars when the map itself has none
         self._live_views: weakref.WeakSet = weakref.WeakSet()  # show_workers/show_insights
-        self._engine.on_progress = self._on_nested_progress
+        self._engine.on_progress = _weak_method(self._on_nested_progress)
 
     # -- properties ----------------------------------------------------------------------
     @property
@@ -125,9 +126,10 @@ class WorkerPool:
         engine = self._engine
         if engine.running:
             if self._same_setup(engine._setup_args, setup):
+                engine.reap()  # a worker that died while idle lost nothing: replace it
                 return
             self._finish_applies()
-            engine.stop()  # their init/exit or pool parameters changed: start afresh
+            self._stop_workers()  # their init/exit or pool parameters changed: start afresh
         self._top_tasks = TopTasks()
         engine.exit_results = []
         engine.exit_errors = []
@@ -138,8 +140,24 @@ class WorkerPool:
         if not self._engine.running:
             self._fail_pending_applies(RuntimeError("Pool was terminated"))
             return
-        self._engine.pump(timeout)
+        with self._terminated_on_interrupt():
+            self._engine.pump(timeout)
         self._refresh_views()
+
+    @contextmanager
+    def _terminated_on_interrupt(self):
+        """Ctrl-C or Jupyter's 'interrupt kernel' while the pool waits stops all its work,
+        even if the pool object lives on (a notebook variable)."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            self.terminate()
+            raise
+
+    def _stop_workers(self) -> None:
+        """Graceful stop (exit functions run); an interrupt turns it into terminate."""
+        with self._terminated_on_interrupt():
+            self._engine.stop()
 
     # -- the map family ------------------------------------------------------------------
     def map(self, func: Callable, iterable_of_args: Iterable, iterable_len: int | None = None,
@@ -150,14 +168,18 @@ class WorkerPool:
             task_timeout: float | None = None, worker_init_timeout: float | None = None,
             worker_exit_timeout: float | None = None, progress_bar_options: dict | None = None,
             progress_bar_style: str | None = None, enable_insights: bool | None = None,
-            progress_bar_position: int | None = None) -> Any:
-        """Apply ``func`` to every element; results in input order (numpy outputs joined)."""
+            progress_bar_position: int | None = None, task_retries: int = 0) -> Any:
+        """Apply ``func`` to every element; results in input order (numpy outputs joined).
+
+        ``task_retries=N`` (every map function has it) re-runs the chunk of a worker that
+        died, up to N times, on a fresh worker: one OOM kill does not lose a long map.
+        """
         params.flag("concatenate_numpy_output", concatenate_numpy_output)
         parts = self._run(func, iterable_of_args, True, iterable_len, max_tasks_active,
                           chunk_size, n_splits, worker_lifespan, progress_bar, worker_init,
                           worker_exit, task_timeout, worker_init_timeout, worker_exit_timeout,
                           progress_bar_options, progress_bar_style, enable_insights,
-                          progress_bar_position)
+                          progress_bar_position, task_retries)
         output = MapOutput(concatenate_numpy_output, parts.total)
         for part in parts:
             output.add(part)
@@ -175,14 +197,15 @@ class WorkerPool:
                       progress_bar_options: dict | None = None,
                       progress_bar_style: str | None = None,
                       enable_insights: bool | None = None,
-                      progress_bar_position: int | None = None) -> list:
+                      progress_bar_position: int | None = None,
+                      task_retries: int = 0) -> list:
         """Like ``map``, results in the order tasks finish."""
         results: list = []
         for part in self._run(func, iterable_of_args, False, iterable_len, max_tasks_active,
                               chunk_size, n_splits, worker_lifespan, progress_bar, worker_init,
                               worker_exit, task_timeout, worker_init_timeout, worker_exit_timeout,
                               progress_bar_options, progress_bar_style, enable_insights,
-                              progress_bar_position):
+                              progress_bar_position, task_retries):
             results.extend(part)
         return results
 
@@ -194,13 +217,13 @@ class WorkerPool:
              worker_init_timeout: float | None = None, worker_exit_timeout: float | None = None,
              progress_bar_options: dict | None = None, progress_bar_style: str | None = None,
              enable_insights: bool | None = None,
-             progress_bar_position: int | None = None) -> Iterator:
+             progress_bar_position: int | None = None, task_retries: int = 0) -> Iterator:
         """Lazy ``map``: yields results in input order as they become available."""
         return self._flatten(self._run(
             func, iterable_of_args, True, iterable_len, max_tasks_active, chunk_size, n_splits,
             worker_lifespan, progress_bar, worker_init, worker_exit, task_timeout,
             worker_init_timeout, worker_exit_timeout, progress_bar_options, progress_bar_style,
-            enable_insights, progress_bar_position))
+            enable_insights, progress_bar_position, task_retries))
 
     def imap_unordered(self, func: Callable, iterable_of_args: Iterable,
                        iterable_len: int | None = None, max_tasks_active: int | None = None,
@@ -213,13 +236,14 @@ class WorkerPool:
                        progress_bar_options: dict | None = None,
                        progress_bar_style: str | None = None,
                        enable_insights: bool | None = None,
-                       progress_bar_position: int | None = None) -> Iterator:
+                       progress_bar_position: int | None = None,
+                       task_retries: int = 0) -> Iterator:
         """Lazy ``map_unordered``: yields results as tasks finish."""
         return self._flatten(self._run(
             func, iterable_of_args, False, iterable_len, max_tasks_active, chunk_size, n_splits,
             worker_lifespan, progress_bar, worker_init, worker_exit, task_timeout,
             worker_init_timeout, worker_exit_timeout, progress_bar_options, progress_bar_style,
-            enable_insights, progress_bar_position))
+            enable_insights, progress_bar_position, task_retries))
 
     @staticmethod
     def _flatten(parts: Iterator[list]) -> Iterator:
@@ -229,7 +253,7 @@ class WorkerPool:
     def _run(self, func, iterable_of_args, ordered, iterable_len, max_tasks_active, chunk_size,
              n_splits, worker_lifespan, progress_bar, worker_init, worker_exit, task_timeout,
              worker_init_timeout, worker_exit_timeout, progress_bar_options, progress_bar_style,
-             enable_insights, progress_bar_position) -> "_Parts":
+             enable_insights, progress_bar_position, task_retries) -> "_Parts":
         """Validates eagerly, then returns the generator that runs the map."""
         params.func(func)
         params.iterable(iterable_of_args)
@@ -247,6 +271,7 @@ class WorkerPool:
         options = params.progress_bar_options(progress_bar_options)
         style = params.progress_bar_style(progress_bar_style)
         position = params.positive_int("progress_bar_position", progress_bar_position, minimum=0)
+        task_retries = params.task_retries(task_retries)
         if position is None and "position" in options:
             position = options.pop("position")
         insights = self._enable_insights if enable_insights is None else params.flag(
@@ -272,11 +297,12 @@ class WorkerPool:
         return _Parts(self._execute(spec, chunks, ordered, max_tasks_active, task_timeout,
                                     worker_lifespan, worker_init, worker_exit,
                                     worker_init_timeout, worker_exit_timeout, progress_bar,
-                                    style, options, position, total), total)
+                                    style, options, position, total, task_retries), total)
 
     def _execute(self, spec, chunks, ordered, max_tasks_active, task_timeout, worker_lifespan,
                  worker_init, worker_exit, worker_init_timeout, worker_exit_timeout,
-                 progress_bar, style, options, position, total) -> Iterator[list]:
+                 progress_bar, style, options, position, total,
+                 task_retries) -> Iterator[list]:
         self._map_running = True
         engine = self._engine
         progress = None
@@ -292,15 +318,17 @@ class WorkerPool:
 
                 progress = self._progress = make_progress(style, total, options, position)
 
+            refresh_views = _weak_method(self._refresh_views)  # must not hold the pool
+
             def tick() -> None:
                 if progress is not None:
                     progress.update(engine.tasks_done() - baseline)
-                self._refresh_views()
+                refresh_views()
 
             needs_tick = progress is not None or len(self._live_views) > 0
             run = MapRun(engine, spec, chunks, ordered, max_tasks_active, self._order_tasks,
-                         task_timeout, on_tick=tick if needs_tick else None,
-                         on_top_tasks=lambda _i, top: self._top_tasks.merge(top))
+                         task_timeout, task_retries, on_tick=tick if needs_tick else None,
+                         on_top_tasks=_merge_into(self._top_tasks))
             for part in run.results():
                 if needs_tick:
                     tick()
@@ -329,7 +357,7 @@ class WorkerPool:
             progress.close("done")
         if not self._keep_alive:
             self._finish_applies()
-            engine.stop()
+            self._stop_workers()
         self._finish_views()
         if not self._keep_alive:
             self._raise_exit_errors()
@@ -431,19 +459,29 @@ class WorkerPool:
         result.job_id = job.id
         engine.submit_apply(job, func, args, kwargs or {})
         self._apply_results.append(result)
-        engine.pump(0)
-        self._apply_results = [r for r in self._apply_results if not r._done()]
+        with self._terminated_on_interrupt():
+            engine.pump(0)
         return result
 
+    def _apply_done(self, result: AsyncResult) -> None:
+        """Forget a finished result: the pool holds only pending ones, so that a pool the
+        user drops is freed at once (and its workers stopped) instead of waiting for the
+        garbage collector to break a pool -> result -> pool cycle."""
+        try:
+            self._apply_results.remove(result)
+        except ValueError:
+            pass
+
     def _finish_applies(self) -> None:
-        while any(not r._done() for r in self._apply_results) and self._engine.running:
-            self._engine.pump(None)
+        with self._terminated_on_interrupt():
+            while any(not r._done() for r in self._apply_results) and self._engine.running:
+                self._engine.pump(None)
         self._apply_results = []
 
     def _fail_pending_applies(self, exc: BaseException) -> None:
-        for result in self._apply_results:
+        pending, self._apply_results = self._apply_results, []
+        for result in pending:
             result._set_error(exc)
-        self._apply_results = []
 
     # -- lifecycle -----------------------------------------------------------------------
     def stop_and_join(self, keep_alive: bool = False) -> None:
@@ -454,7 +492,7 @@ class WorkerPool:
         self._finish_applies()
         if keep_alive:
             return
-        self._engine.stop()
+        self._stop_workers()
         self._finish_views()
         self._raise_exit_errors()
 
@@ -522,6 +560,25 @@ class _Parts:
 
     def __iter__(self) -> Iterator[list]:
         return self._parts
+
+
+def _weak_method(method: Callable) -> Callable:
+    """A callback for the engine that does not keep the pool alive: a pool that holds its
+    engine and is held by it would outlive the user's last reference (and keep its workers
+    running) until the garbage collector runs."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args):
+        target = ref()
+        if target is not None:
+            target(*args)
+
+    return call
+
+
+def _merge_into(top_tasks: TopTasks) -> Callable[[int, list], None]:
+    """The MapRun's callback for top tasks; it must not hold the pool (see _apply_done)."""
+    return lambda _index, top: top_tasks.merge(top)
 
 
 def _count_chunks(n_tasks: int, size) -> int:

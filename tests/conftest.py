@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -13,12 +14,18 @@ _POLL = 0.05
 
 
 def _ignored(proc: psutil.Process) -> bool:
-    """multiprocessing's long-lived helpers are not leaks: they outlive every pool by design."""
+    """multiprocessing's long-lived helpers are not leaks: they outlive every pool by design.
+
+    Only our direct children can be those helpers: a forkserver's workers carry the
+    forkserver's command line too, and they are leaks like any other worker.
+    """
     try:
         cmdline = " ".join(proc.cmdline())
+        parent = proc.ppid()
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return False
-    return "forkserver" in cmdline or "resource_tracker" in cmdline
+    helper = "forkserver" in cmdline or "resource_tracker" in cmdline
+    return helper and parent == os.getpid()
 
 
 def _alive(proc: psutil.Process) -> bool:

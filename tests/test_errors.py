@@ -435,12 +435,12 @@ def _check(result: subprocess.CompletedProcess) -> str:
 
 # -- (6) KeyboardInterrupt -----------------------------------------------------------------
 INTERRUPT_SCRIPT = """
-import sys, time
+import os, sys, time
 from nbpool import WorkerPool
 
 def slow(x):
-    sys.stdout.write(f"task {x}\\n")  # one write: two workers' lines never interleave
-    sys.stdout.flush()
+    # one write(2) per line: two workers' print() calls can interleave on the shared pipe
+    os.write(1, f"task {x}\\n".encode())
     time.sleep(60)
     return x
 

@@ -81,7 +81,11 @@ def encode(message: Any, segments: "shm.SegmentPool | None", dump=dumps) -> Outg
 def decode(payload, fds: list) -> Incoming:
     """The message of a frame; its buffers are views of the mapped segment, if it has one."""
     if payload[:1] != SEGMENT_MARK:
-        return Incoming(loads(payload), None, list(fds))
+        try:
+            return Incoming(loads(payload), None, list(fds))
+        except BaseException:
+            shm.close_all(fds)
+            raise
     if not fds:
         raise ConnectionError("a frame lost its shared-memory segment on the way")
     (count,) = _COUNT.unpack_from(payload, 1)

@@ -17,12 +17,12 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from multiprocessing.connection import Pipe
+from multiprocessing.connection import wait as wait_for
 from typing import Any, Callable
 
 from . import codec, errors, output, shm, start_methods
 from .protocol import (
     APPLY,
-    CHUNK,
     EXIT,
     EXIT_ERROR,
     INIT_ERROR,
@@ -39,13 +39,15 @@ from .protocol import (
     WorkerSetup,
 )
 from .serialization import ByValue, dumps
+from .signals import interrupts_deferred
 from .start_payload import SharedStartSegment, StartPayload
 from .stats import Field, StatsTable, Status, allocate
 from .transport import Channel
 from .worker import worker_main
 
 PREFETCH = 2  # chunks a worker may hold: one running, one waiting, so it never idles
-TERMINATE_GRACE = 0.3  # seconds between SIGTERM and SIGKILL
+TERMINATE_GRACE = 0.3  # seconds a worker that reacts to SIGTERM has for its finally blocks
+TERMINATE_ACK = 0.05  # seconds a worker has to react to SIGTERM at all (in C code it cannot)
 RECHECK_INTERVAL = 0.02  # how soon to look again at a timeout whose clock has not started
 MAX_RETURNED = 4  # result segments waiting to go back to one worker (it keeps as many)
 
@@ -62,6 +64,8 @@ class Job:
         on_failure: Callable[[BaseException], None],
         task_timeout: float | None = None,
         on_lease: Callable[[int, "Lease"], None] | None = None,
+        requeue: Callable[["InFlight", int], None] | None = None,
+        task_retries: int = 0,
     ):
         self.id = next(Job._ids)
         self.spec = spec
@@ -70,12 +74,35 @@ class Job:
         self.on_failure = on_failure
         self.on_lease = on_lease  # takes the segment of a chunk's results, if it has one
         self.task_timeout = task_timeout
+        # requeue(item, worker_id) takes back a chunk that a dead worker held; None: the job
+        # cannot re-run work and fails instead
+        self.requeue = requeue
+        self.task_retries = task_retries
         self.error: BaseException | None = None
 
     def fail(self, exc: BaseException) -> None:
         if self.error is None:
             self.error = exc
             self.on_failure(exc)
+
+    def detach(self) -> None:
+        """Drop the callbacks and the error once the job is over. The callbacks point back
+        at the job's owner, and the error's traceback at the frames that hold it: either
+        cycle would keep the owner (and its pool, and its workers) alive until the garbage
+        collector runs."""
+        self.on_result = _ignore
+        self.on_failure = _ignore
+        self.requeue = None
+        self.on_lease = None
+        if self.error is not None:
+            self.error = FAILED
+
+
+FAILED = RuntimeError("the job failed")  # Job.error once the job's own error was handed over
+
+
+def _ignore(*args) -> None:
+    pass
 
 
 class Lease:
@@ -112,6 +139,7 @@ class InFlight:
     size: int
     args: Any
     kind: str
+    retries: int = 0  # times this chunk was re-run after its worker died
 
 
 @dataclass(eq=False)
@@ -195,20 +223,28 @@ class Engine:
         args = self._setup_args
         method = start_methods.resolve(self.start_method)
         cpu_ids = self.cpu_ids[worker_id] if self.cpu_ids else None
+        method = start_methods.resolve(self.start_method)
         setup = WorkerSetup(
             worker_id=worker_id,
             cpu_ids=cpu_ids,
             sys_path=[p for p in sys.path if p],
             cwd=os.getcwd(),
             shared_memory=self.segments is not None,
+            # the kernel's parent-death signal follows the thread that started the worker
+            die_with_parent=(method == "forkserver"
+                             or threading.current_thread() is threading.main_thread()),
+            parent_pid=0 if method == "forkserver" else os.getpid(),
             **args,
         )
         self.method_used = self.method_used or method
         parent_conn, child_conn = Pipe(duplex=True)
+        channel = Channel(parent_conn)  # registered before a fork, which must close it
         self.stats.set(worker_id, Field.STATUS, Status.STARTING)
         self.stats.set(worker_id, Field.STARTED_AT, time.monotonic())
         self.stats.set(worker_id, Field.PHASE_START, 0.0)
         self.stats.set(worker_id, Field.CURRENT_TASK, -1)
+        self.stats.set(worker_id, Field.RUNNING_CHUNK, 0)
+        self.stats.set(worker_id, Field.UNREPORTED_TASKS, 0)
         if method == "threading":
             handle = threading.Thread(
                 target=worker_main,
@@ -233,16 +269,26 @@ class Engine:
                 name=f"nbpool-Worker-{worker_id}",
                 daemon=self.daemon,
             )
-            with start_methods.quiet_fork(method, explicit=self.start_method == "fork"), \
-                    start_methods.hide_main(method):
-                handle.start()
-            child_conn.close()
-        slot = WorkerSlot(worker_id, method, handle, Channel(parent_conn))
+            try:
+                with start_methods.quiet_fork(method, explicit=self.start_method == "fork"), \
+                        start_methods.hide_main(method):
+                    handle.start()
+            except BaseException:
+                channel.close()
+                raise
+            finally:
+                child_conn.close()
+        slot = WorkerSlot(worker_id, method, handle, channel)
         self.slots[worker_id] = slot
         self.selector.register(slot.channel.fd, selectors.EVENT_READ, ("conn", slot))
         if slot.sentinel is not None:
             self.selector.register(slot.sentinel, selectors.EVENT_READ, ("sentinel", slot))
         return slot
+
+    def reap(self) -> None:
+        """Notice workers that died while idle (between maps) and replace them."""
+        self.pump(0)
+        self.replenish()
 
     def replenish(self) -> None:
         """Start a fresh worker in every slot whose worker has retired or died."""
@@ -276,7 +322,10 @@ class Engine:
             if handle.exitcode is None:  # should not happen; never leave it running
                 handle.kill()
                 handle.join()
-            handle.close()
+            try:
+                handle.close()
+            except ValueError:  # someone else reaped it (SIGCHLD ignored, os.wait()):
+                pass  # multiprocessing never learns its exit code, but it is gone
         self.stats.set(slot.worker_id, Field.STATUS, status)
         self.stats.set(slot.worker_id, Field.PHASE_START, 0.0)
 
@@ -320,9 +369,9 @@ class Engine:
         return True
 
     def send_chunk(self, slot: WorkerSlot, job: Job, index: int, start: int, size: int,
-                   args: Any, kind: str, payload: codec.Outgoing) -> None:
+                   args: Any, kind: str, payload: codec.Outgoing, retries: int = 0) -> None:
         self._ensure_job(slot, job)
-        slot.in_flight[(job.id, index)] = InFlight(job, index, start, size, args, kind)
+        slot.in_flight[(job.id, index)] = InFlight(job, index, start, size, args, kind, retries)
         self._send(slot, payload)
 
     def submit_apply(self, job: Job, func, args: tuple, kwargs: dict) -> None:
@@ -393,34 +442,79 @@ class Engine:
         else:
             handle.join(timeout=1.0)
             exitcode = handle.exitcode
+        status = self.stats.get(slot.worker_id, Field.STATUS)
         self._forget(slot, Status.DEAD)
-        self._report_death(slot, exitcode)
+        self._report_death(slot, exitcode, status)
 
-    def _report_death(self, slot: WorkerSlot, exitcode) -> None:
+    def _report_death(self, slot: WorkerSlot, exitcode, status: float) -> None:
         how = errors.describe_exit(exitcode)
         who = f"Worker-{slot.worker_id} (pid {slot.pid or '?'})"
         if slot.stopping:
             return  # it was asked to stop; a missing exit reply is not worth an error
-        if not slot.ready:
-            error = errors.WorkerStartError(
-                f"{who} could not start: {how}. Its error output (stderr) says why; a "
-                "common cause is a module the worker cannot import."
-            )
+        if not slot.ready or status == Status.INIT:
+            if slot.ready:
+                text = f"{who} died while running worker_init: {how}."
+            else:
+                text = (f"{who} could not start: {how}. Its error output (stderr) says why; a "
+                        "common cause is a module the worker cannot import.")
+            error = errors.WorkerStartError(text)
             for job in list(self.jobs.values()):
                 job.fail(error)
             return
-        for item in slot.in_flight.values():
-            task = self._describe_current(slot, item)
-            item.job.fail(errors.WorkerDiedError(f"{who} died unexpectedly while running {task}: {how}."))
-            self._settle(item)
+        items = list(slot.in_flight.values())
         slot.in_flight.clear()
+        for position, item in enumerate(items):
+            self._lose(slot, item, position == 0, who, how)
+
+    def _lose(self, slot: WorkerSlot, item: InFlight, oldest: bool, who: str, how: str) -> None:
+        """Re-run or fail a chunk whose worker died.
+
+        The oldest chunk a worker holds is the one it was running (it works in order), so
+        its death is blamed on that chunk: a re-run uses one of ``task_retries``. Chunks
+        queued behind it never ran and go back to the job for free.
+        """
+        job = item.job
+        if job.error is None and job.requeue is not None:
+            if not oldest:
+                job.requeue(item, slot.worker_id)
+                return
+            if item.retries < job.task_retries:
+                self._uncount_partial_chunk(slot, item)
+                item.retries += 1
+                job.requeue(item, slot.worker_id)
+                return
+        if oldest:
+            started = self._started(slot, item)
+            what = f"while running {self._describe_current(slot, item)}" if started else (
+                f"before it started {_describe_tasks(item)}")
+            text = f"{who} died unexpectedly {what}: {how}."
+            if job.task_retries:
+                text += (f" Gave up after {item.retries} retries (task_retries="
+                         f"{job.task_retries}), each on a fresh worker.")
+        else:
+            text = f"{who} died unexpectedly before it started {_describe_tasks(item)}: {how}."
+        job.fail(errors.WorkerDiedError(text))
+        self._settle(item)
+
+    def _started(self, slot: WorkerSlot, item: InFlight) -> bool:
+        if item.kind == "apply":
+            return True
+        return self.stats.get(slot.worker_id, Field.RUNNING_CHUNK) == item.index + 1
+
+    def _uncount_partial_chunk(self, slot: WorkerSlot, item: InFlight) -> None:
+        """Takes back the tasks a dead worker counted for a chunk that will run again."""
+        if not self._started(slot, item):
+            return
+        worker_id = slot.worker_id
+        counted = self.stats.get(worker_id, Field.UNREPORTED_TASKS)
+        self.stats.set(worker_id, Field.TASKS_DONE,
+                       self.stats.get(worker_id, Field.TASKS_DONE) - counted)
+        self.stats.set(worker_id, Field.UNREPORTED_TASKS, 0)
 
     def _describe_current(self, slot: WorkerSlot, item: InFlight) -> str:
         current = int(self.stats.get(slot.worker_id, Field.CURRENT_TASK))
-        if item.kind == "apply":
-            return f"an apply task ({errors.describe_args(item.args)})"
-        if item.kind == "numpy":
-            return f"the numpy block starting at row {item.start}"
+        if item.kind in ("apply", "numpy"):
+            return _describe_tasks(item)
         span = int(self.stats.get(slot.worker_id, Field.CURRENT_SPAN))
         if item.start <= current < item.start + item.size:
             if span <= 1:
@@ -428,11 +522,35 @@ class Engine:
                 return f"task {current} ({errors.describe_args(arg, item.kind)})"
             last = min(current + span, item.start + item.size) - 1
             return f"one of tasks {current}..{last} (run as one batch)"
-        return f"tasks {item.start}..{item.start + item.size - 1}"
+        return _describe_tasks(item)
+
+    def _unreadable_reply(self, slot: WorkerSlot, exc: Exception) -> None:
+        """A worker answers in the order it was given work, so an unreadable reply belongs
+        to the oldest chunk it holds (or, once it was told to stop, to its exit)."""
+        who = f"Worker-{slot.worker_id}"
+        if slot.in_flight:
+            _, item = slot.in_flight.popitem(last=False)
+            slot.tasks_since_start += item.size
+            item.job.fail(errors.TaskPicklingError(
+                f"{who} sent results of {_describe_tasks(item)} that could not be unpickled "
+                f"in the parent: {type(exc).__name__}: {errors.safe_str(exc)}"
+            ))
+            self._settle(item)
+            self._maybe_retire(slot)
+        elif slot.stopping:
+            slot.exited = True
+            self.exit_errors.append(errors.TaskPicklingError(
+                f"{who} returned a worker_exit value that could not be unpickled in the "
+                f"parent: {type(exc).__name__}: {errors.safe_str(exc)}"
+            ))
 
     def _receive(self, slot: WorkerSlot, payload, fds: list) -> None:
         """Decodes one frame from a worker and handles its message."""
-        incoming = codec.decode(payload, fds)
+        try:
+            incoming = codec.decode(payload, fds)
+        except Exception as exc:  # e.g. a result whose class cannot be rebuilt in the parent
+            self._unreadable_reply(slot, exc)
+            return
         for fd in incoming.returned:  # our segments, free again
             if self.segments is not None:
                 self.segments.give_back(fd)
@@ -627,18 +745,29 @@ class Engine:
             self._start_segment.close()
 
     def _kill(self, slots: list[WorkerSlot]) -> None:
-        processes = [s for s in slots if not isinstance(s.handle, threading.Thread)]
+        """SIGTERM, so that the task's ``finally`` blocks run (nested pools stop theirs);
+        SIGKILL for a worker that does not react within ``TERMINATE_ACK`` (stuck in C code)
+        or does not end within ``TERMINATE_GRACE``."""
+        with interrupts_deferred():
+            self._stop_processes([s for s in slots if not isinstance(s.handle, threading.Thread)])
+            for slot in slots:
+                self._forget(slot, Status.DEAD)
+
+    def _stop_processes(self, processes: list[WorkerSlot]) -> None:
         for slot in processes:
             if slot.handle.exitcode is None:
                 slot.handle.terminate()
-        deadline = time.monotonic() + TERMINATE_GRACE
+        started = time.monotonic()
+        _wait_ended(processes, started + TERMINATE_ACK)
         for slot in processes:
-            slot.handle.join(timeout=max(0.0, deadline - time.monotonic()))
+            status = self.stats.get(slot.worker_id, Field.STATUS)
+            if slot.handle.exitcode is None and status != Status.TERMINATING:
+                slot.handle.kill()
+        _wait_ended(processes, started + TERMINATE_GRACE)
+        for slot in processes:
             if slot.handle.exitcode is None:
                 slot.handle.kill()
-                slot.handle.join()
-        for slot in slots:
-            self._forget(slot, Status.DEAD)
+            slot.handle.join()
 
     def selector_reset(self) -> None:
         """Forget finished jobs once no worker is left."""
@@ -655,3 +784,24 @@ class Engine:
     # -- views ---------------------------------------------------------------------------
     def tasks_done(self) -> int:
         return int(self.stats.total(Field.TASKS_DONE))
+
+
+def _wait_ended(slots: list[WorkerSlot], deadline: float) -> None:
+    """Waits until every process of ``slots`` has ended, or until ``deadline``."""
+    while True:
+        alive = [s.handle.sentinel for s in slots if s.handle.exitcode is None]
+        remaining = deadline - time.monotonic()
+        if not alive or remaining <= 0:
+            return
+        wait_for(alive, remaining)
+
+
+def _describe_tasks(item: InFlight) -> str:
+    """The tasks of a chunk, named as precisely as the chunk allows."""
+    if item.kind == "apply":
+        return f"an apply task ({errors.describe_args(item.args)})"
+    if item.kind == "numpy":
+        return f"the numpy block starting at row {item.start}"
+    if item.size == 1:
+        return f"task {item.start} ({errors.describe_args(item.args[0], item.kind)})"
+    return f"tasks {item.start}..{item.start + item.size - 1}"

@@ -117,6 +117,14 @@ def rebuild_exception(
     return RuntimeError(f"{type_name}: {message}")
 
 
+def safe_str(exc: BaseException) -> str:
+    """``str(exc)``, even for an exception whose ``__str__`` raises."""
+    try:
+        return str(exc)
+    except Exception as str_exc:  # the report must not fail because the exception is odd
+        return f"<{type(exc).__name__}.__str__ failed: {str_exc!r}>"
+
+
 def task_failure(
     exc: BaseException, worker_id: int, args_text: str, tb_text: str, during: str | None = None
 ) -> BaseException:

@@ -8,17 +8,19 @@ allowed when nothing is active, so no combination of parameters can deadlock (mp
 Results that arrived in shared memory are handed over as views of it; once the consumer has
 moved on to the next chunk, the segment goes back to its worker for reuse (if nothing views it
 any more: ``map``'s concatenation copies the arrays out first).
+With ``task_retries``, a chunk whose worker died goes back into the queue, ahead of new
+chunks, and runs again on the fresh worker that replaces the dead one.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 from ..chunking import Chunk
 from . import codec, errors
-from .core import Engine, Job, Lease, WorkerSlot
+from .core import Engine, InFlight, Job, Lease, WorkerSlot
 from .protocol import CHUNK, JobSpec
 from .serialization import dumps
 
@@ -37,6 +39,7 @@ class MapRun:
         max_tasks_active: int | None,
         order_tasks: bool,
         task_timeout: float | None,
+        task_retries: int = 0,
         on_tick: Callable[[], None] | None = None,
         tick_interval: float = 0.1,
         on_top_tasks: Callable[[int, list], None] | None = None,
@@ -50,9 +53,11 @@ class MapRun:
         self.tick_interval = tick_interval
         self.on_top_tasks = on_top_tasks
         self.job = Job(spec, self._on_result, self._on_failure, task_timeout,
-                       on_lease=self._on_lease)
+                       on_lease=self._on_lease, requeue=self._requeue,
+                       task_retries=task_retries)
         self.leases: dict[int, Lease] = {}
         self.pending: Chunk | None = None
+        self.retry_queue: deque[tuple[Chunk, int, int]] = deque()  # chunk, retries, worker
         self.exhausted = False
         self.active_tasks = 0  # sent and not yet handed to the user
         self.sizes: dict[int, int] = {}
@@ -80,6 +85,10 @@ class MapRun:
     def _on_failure(self, exc: BaseException) -> None:
         pass  # Job.error holds it; results() raises it in the caller's thread
 
+    def _requeue(self, item: InFlight, worker_id: int) -> None:
+        chunk = Chunk(item.index, item.start, item.args, item.size, item.kind)
+        self.retry_queue.append((chunk, item.retries, worker_id))
+
     # -- dispatch ------------------------------------------------------------------------
     def _next_chunk(self) -> Chunk | None:
         if self.pending is None and not self.exhausted:
@@ -105,6 +114,10 @@ class MapRun:
     def _dispatch(self) -> None:
         engine = self.engine
         while self.job.error is None:
+            if self.retry_queue:
+                if not self._dispatch_retry():
+                    return
+                continue
             chunk = self._next_chunk()
             if chunk is None:
                 return
@@ -117,7 +130,7 @@ class MapRun:
                 slot = self._pick(chunk)
                 if slot is None:
                     return
-            payload = self._encode(chunk)
+            payload = self._encode(chunk, slot)
             if payload is None:
                 return
             engine.send_chunk(slot, self.job, chunk.index, chunk.start, chunk.size,
@@ -127,16 +140,38 @@ class MapRun:
             self.active_tasks += chunk.size
             self.sizes[chunk.index] = chunk.size
 
-    def _encode(self, chunk: Chunk) -> codec.Outgoing | None:
+    def _dispatch_retry(self) -> bool:
+        """Sends the first chunk to re-run, preferably to the worker that replaced the one
+        that died with it. Its tasks are already counted as active."""
+        engine = self.engine
+        chunk, retries, worker_id = self.retry_queue[0]
+        engine.replenish()
+        slot = engine.slots[worker_id]
+        if slot is None or not engine.can_take(slot):
+            if self.order_tasks:
+                return False
+            free = [s for s in engine.live_slots() if engine.can_take(s)]
+            if not free:
+                return False
+            slot = min(free, key=lambda s: (len(s.in_flight), s.worker_id))
+        payload = self._encode(chunk, slot)
+        if payload is None:
+            return False
+        self.retry_queue.popleft()
+        engine.send_chunk(slot, self.job, chunk.index, chunk.start, chunk.size, chunk.args,
+                          chunk.kind, payload, retries)
+        return True
+
+    def _encode(self, chunk: Chunk, slot: WorkerSlot) -> codec.Outgoing | None:
         message = (CHUNK, self.job.id, chunk.index, chunk.start, chunk.kind, chunk.args)
         try:
             return self.engine.encode(message)
         except Exception as exc:
-            self.job.fail(self._pickling_error(chunk, exc))
+            self.job.fail(self._pickling_error(chunk, exc, f"Worker-{slot.worker_id}"))
             return None
 
     @staticmethod
-    def _pickling_error(chunk: Chunk, exc: Exception) -> BaseException:
+    def _pickling_error(chunk: Chunk, exc: Exception, worker: str) -> BaseException:
         items = [chunk.args] if chunk.kind == "numpy" else list(chunk.args)
         for offset, arg in enumerate(items):
             try:
@@ -144,10 +179,12 @@ class MapRun:
             except Exception as arg_exc:
                 text = errors.describe_args(arg, chunk.kind)
                 return errors.TaskPicklingError(
-                    f"the arguments of task {chunk.start + offset} could not be pickled "
-                    f"({text}): {arg_exc}"
+                    f"the arguments of task {chunk.start + offset} could not be pickled to "
+                    f"send them to {worker} ({text}): {arg_exc}"
                 )
-        return errors.TaskPicklingError(f"chunk {chunk.index} could not be pickled: {exc}")
+        return errors.TaskPicklingError(
+            f"chunk {chunk.index} could not be pickled to send it to {worker}: {exc}"
+        )
 
     # -- results -------------------------------------------------------------------------
     def _ready(self) -> Iterator[list]:
@@ -170,7 +207,8 @@ class MapRun:
                 self._release(index)
 
     def _finished(self) -> bool:
-        return self.exhausted and self.pending is None and not self.sizes
+        return (self.exhausted and self.pending is None and not self.sizes
+                and not self.retry_queue)
 
     def results(self) -> Iterator[list]:
         """Each chunk's result list, in input order (or completion order if unordered)."""
@@ -198,3 +236,4 @@ class MapRun:
             for index in list(self.leases):
                 self._release(index)
             engine.release_memory()
+            self.job.detach()

@@ -47,6 +47,8 @@ class WorkerSetup:
     cwd: str | None = None
     relay: bool = False  # send output and nested progress up to the parent (notebook roots)
     shared_memory: bool = False  # large buffers travel in shared-memory segments (codec)
+    die_with_parent: bool = False  # see lifeline.die_with_parent
+    parent_pid: int = 0  # the process that starts the worker (0: a forkserver, unknown)
 
 
 @dataclass

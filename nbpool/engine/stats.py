@@ -25,9 +25,11 @@ class Field(enum.IntEnum):
     WAITING_TIME = 8
     WORKING_TIME = 9
     EXIT_TIME = 10
-    RESTARTS = 11
+    RESTARTS = 11  # workers started in this slot to replace one that retired or died
     CURRENT_TASK = 12  # index (in the map's input) of the first task being run, -1 if none
     CURRENT_SPAN = 13  # how many tasks from CURRENT_TASK on are running as one batch
+    RUNNING_CHUNK = 14  # index + 1 of the chunk started and not yet answered, 0 if none
+    UNREPORTED_TASKS = 15  # tasks of RUNNING_CHUNK already counted in TASKS_DONE
 
 
 N_FIELDS = len(Field)
@@ -42,6 +44,7 @@ class Status(enum.IntEnum):
     STOPPED = 5
     DEAD = 6
     RESTARTING = 7
+    TERMINATING = 8  # the worker's SIGTERM handler runs (it is being terminated)
 
 
 def allocate(n_workers: int) -> "RawArray":

@@ -17,10 +17,12 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from functools import partial
 from typing import Any, Callable
 
 from . import codec, errors, output, shm, upstream
+from .lifeline import close_inherited_parent_ends, die_with_parent
 from .protocol import (
     APPLY,
     CHUNK,
@@ -57,6 +59,18 @@ class _Terminated(BaseException):
 
 def _on_sigterm(signum, frame):
     raise _Terminated()
+
+
+def _acknowledging_sigterm(row, index: int):
+    """A SIGTERM handler that first marks the worker TERMINATING in its stats row: the parent
+    then knows it is running Python code and gives its ``finally`` blocks time, while it
+    kills at once a worker that cannot react (stuck in one long C call)."""
+
+    def on_sigterm(signum, frame):
+        row[index] = Status.TERMINATING
+        raise _Terminated()
+
+    return on_sigterm
 
 
 def _is_unpacked(arg: Any) -> bool:
@@ -183,12 +197,15 @@ class Worker:
             self.send((STATE, summary))
 
     def failure(self, exc: BaseException, task_index=None, args_text="") -> Failure:
+        # Drop the failed code's local variables first: after a MemoryError they hold most
+        # of the worker's memory, and building the report needs some.
+        traceback.clear_frames(exc.__traceback__)
         return Failure(
             worker_id=self.setup.worker_id,
             exc_payload=errors.pack_exception(exc),
             type_payload=errors.pack_exception_type(exc),
             type_name=type(exc).__qualname__,
-            message=str(exc),
+            message=errors.safe_str(exc),
             traceback_text=errors.format_user_traceback(exc),
             task_index=task_index,
             args_text=args_text,
@@ -207,7 +224,9 @@ class Worker:
         ready = _monotonic()
         self.put(Field.READY_AT, ready)
         self.add(Field.START_UP_TIME, max(0.0, ready - self.row[self.base + Field.STARTED_AT]))
-        self.put(Field.STATUS, Status.IDLE)
+        # not idle before worker_init has run: the parent watches worker_init_timeout from
+        # STARTING on, and would miss an init that starts while it is already waiting
+        self.put(Field.STATUS, Status.IDLE if self.setup.worker_init is None else Status.STARTING)
         self.send((READY, os.getpid()))
         while True:
             waited_from = _monotonic()
@@ -291,6 +310,16 @@ class Worker:
         message.clear()
         if not self.ensure_init():
             return None
+        # tells the parent, should this worker die, which chunk it had started and how many
+        # of its tasks it had counted as done (so that a re-run does not count them twice)
+        self.put(Field.UNREPORTED_TASKS, 0)
+        self.put(Field.RUNNING_CHUNK, chunk_index + 1)
+        try:
+            return self._run_chunk(job_id, chunk_index, start, kind, args)
+        finally:
+            self.put(Field.RUNNING_CHUNK, 0)
+
+    def _run_chunk(self, job_id, chunk_index, start, kind, args) -> codec.Outgoing:
         self.put(Field.STATUS, Status.WORKING)
         results: list = []
         began = _monotonic()
@@ -346,6 +375,7 @@ class Worker:
             row[base + Field.PHASE_START] = began = _monotonic()
             results.extend(run(piece))  # extend keeps finished results if a task raises
             row[base + Field.TASKS_DONE] += len(piece)
+            row[base + Field.UNREPORTED_TASKS] += len(piece)
             done += len(piece)
             if _monotonic() - began < BATCH_TARGET_SECONDS:
                 batch *= 2
@@ -366,6 +396,7 @@ class Worker:
             results.append(call(arg))
             took = _monotonic() - began
             row[base + Field.TASKS_DONE] += 1
+            row[base + Field.UNREPORTED_TASKS] += 1
             if insights and (len(top) < TOP_N or took > top[0][0]):
                 entry = (took, start + offset, errors.describe_args(arg, kind))
                 if len(top) < TOP_N:
@@ -404,7 +435,7 @@ class Worker:
         except BaseException as exc:
             self._finish_chunk(began, 1)
             return self.encode(
-                (TASK_ERROR, job_id, 0, self.failure(exc, 0, errors.describe_args(args))))
+                (TASK_ERROR, job_id, 0, self.failure(exc, None, errors.describe_args(args))))
         self._finish_chunk(began, 1)
         self.add(Field.TASKS_DONE, 1)
         try:
@@ -412,7 +443,7 @@ class Worker:
         except Exception as exc:
             error = errors.TaskPicklingError(f"the result of the task could not be pickled: {exc}")
             return self.encode(
-                (TASK_ERROR, job_id, 0, self.failure(error, 0, errors.describe_args(args))))
+                (TASK_ERROR, job_id, 0, self.failure(error, None, errors.describe_args(args))))
 
 
 def _prepare_process(setup: WorkerSetup) -> None:
@@ -420,6 +451,9 @@ def _prepare_process(setup: WorkerSetup) -> None:
     # Ctrl-C and a Jupyter interrupt are for the parent: it stops the workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    close_inherited_parent_ends()  # nothing to close unless forked from the parent
+    if setup.die_with_parent:
+        die_with_parent(setup.parent_pid)
     for path in setup.sys_path:
         if path not in sys.path:
             sys.path.append(path)
@@ -437,17 +471,20 @@ def _prepare_process(setup: WorkerSetup) -> None:
 
 def worker_main(conn, start_data: tuple | ByValue, in_thread: bool = False) -> None:
     """Entry point of a worker process or thread; ``start_data`` is (stats block, setup)."""
-    if isinstance(start_data, ByValue):
-        start_data = start_data.value
-    stats_block, setup = start_data
-    if not in_thread:
-        _prepare_process(setup)
-    worker = Worker(conn, stats_block, setup, in_thread)
-    if not in_thread:
-        upstream.become_worker(worker.relay if setup.relay else None)
-        if setup.relay:
-            output.install(worker.relay)
-    try:
+    worker = None
+    try:  # a SIGTERM can come at any point, even while the worker is still starting
+        if isinstance(start_data, ByValue):
+            start_data = start_data.value
+        stats_block, setup = start_data
+        if not in_thread:
+            _prepare_process(setup)
+        worker = Worker(conn, stats_block, setup, in_thread)
+        if not in_thread:
+            status_cell = worker.base + Field.STATUS
+            signal.signal(signal.SIGTERM, _acknowledging_sigterm(worker.row, status_cell))
+            upstream.become_worker(worker.relay if setup.relay else None)
+            if setup.relay:
+                output.install(worker.relay)
         worker.run()
     except (_Terminated, EOFError, BrokenPipeError, ConnectionResetError):
         pass  # terminated, or the parent closed its end: nobody is left to answer
@@ -456,6 +493,12 @@ def worker_main(conn, start_data: tuple | ByValue, in_thread: bool = False) -> N
             output.flush()
         except Exception:
             pass  # the parent is gone
-        worker.put(Field.STATUS, Status.STOPPED)
-        worker.put(Field.PHASE_START, 0.0)
-        worker.close()
+        if worker is not None:
+            worker.put(Field.STATUS, Status.STOPPED)
+            worker.put(Field.PHASE_START, 0.0)
+            worker.close()
+        else:
+            try:
+                conn.close()
+            except OSError:
+                pass

@@ -1,0 +1,65 @@
+"""A worker must never outlive the process it works for.
+
+A worker learns that its parent is gone when its connection reports EOF, but only between
+tasks, and only if no process holds a copy of the parent's end of that connection. So:
+
+- a forked worker closes the copies of the parent's connection ends it inherited (its own,
+  and those of the workers started before it); with them open, a parent killed by the OOM
+  killer or ``kill -9`` left its forked workers waiting for work forever;
+- on Linux the kernel kills a worker when its parent dies (``PR_SET_PDEATHSIG``), even in
+  the middle of a task.
+"""
+
+from __future__ import annotations
+
+import ctypes  # loaded here, so that forked and forkserver workers find it loaded
+import os
+import signal
+import sys
+import weakref
+
+_PR_SET_PDEATHSIG = 1
+# the parent's ends of worker connections (multiprocessing Connection objects)
+_parent_ends: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def register_parent_end(conn) -> None:
+    _parent_ends.add(conn)
+
+
+def forget_parent_end(conn) -> None:
+    _parent_ends.discard(conn)
+
+
+def close_inherited_parent_ends() -> None:
+    """In a forked worker: close the copies of the parent's connection ends.
+
+    Closed through their Connection objects, which this process inherited too: closing
+    the bare fds would let those objects close the numbers again later, by then perhaps
+    another file's.
+    """
+    for conn in list(_parent_ends):
+        try:
+            conn.close()
+        except OSError:
+            pass
+    _parent_ends.clear()  # a nested pool in this worker starts its own list
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGKILL this process when its parent dies.
+
+    The signal follows the parent *thread* that started this process, so the parent only
+    asks for it from its main thread (or a forkserver, which is single-threaded).
+    ``parent_pid`` (0: unknown) catches a parent that died before the request was made.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            return
+    except (OSError, AttributeError):
+        return
+    if parent_pid and os.getppid() != parent_pid:
+        os._exit(1)  # the parent is already gone

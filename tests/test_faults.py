@@ -1,0 +1,454 @@
+"""Faults, with real worker processes under every start method.
+
+Each fault test checks the same three things:
+1. the parent gets a clear error that names the worker and the task (by its index, or by
+   its arguments: ``Arg 0: 13``) within ``ERROR_DEADLINE`` seconds of the fault (the fault
+   function stamps ``time.monotonic()``, one clock for every process on Linux, into a file
+   just before it strikes);
+2. no process outlives the pool;
+3. the same pool, and a new one, work on the next call.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import resource
+import signal
+import threading
+import time
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from nbpool import WorkerPool
+from nbpool.engine.errors import TaskPicklingError, WorkerDiedError, WorkerStartError
+from procs import all_text, assert_nothing_left, children, pool_processes, wait_dead
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:start_method='fork':RuntimeWarning"),
+    pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning"),
+]
+
+METHODS = ["fork", "forkserver", "spawn"]
+ERROR_DEADLINE = 1.0  # seconds from the fault to the error in the parent (the issue's bound)
+HANG_GUARD = 60  # only there so that a hang fails the test instead of blocking the run
+BIG = 4 * 2**20  # bytes; far more than a socket buffer (about 200 KB on Linux)
+
+
+# -- fault functions (module level, so that every start method can import them) ---------------
+def stamp(path: str) -> None:
+    """Records when the fault strikes first (several workers may fault at once).
+
+    Written to a private file and linked into place: a reader never sees it half-written,
+    and a later fault does not overwrite the first one's time.
+    """
+    now = time.monotonic()
+    private = f"{path}.{os.getpid()}"
+    Path(private).write_text(repr(now))
+    try:
+        os.link(private, path)
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(private)
+
+
+def fault_time(path) -> float:
+    return float(Path(path).read_text())
+
+
+def square(x):
+    return x * x
+
+
+def exit_at(path, target, x):
+    if x == target:
+        stamp(path)
+        os._exit(3)
+    return x
+
+
+def segfault_at(path, target, x):
+    if x == target:
+        stamp(path)
+        ctypes.string_at(0)
+    return x
+
+
+def sleep_at(path, target, x):
+    """Task ``target`` tells the test its pid and sleeps until it is killed."""
+    if x == target:
+        Path(path).write_text(str(os.getpid()))
+        time.sleep(60)
+    return x
+
+
+def _address_space() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def limit_memory():
+    """worker_init: this worker may use 256 MB more address space than it has now."""
+    limit = _address_space() + 256 * 2**20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
+
+
+def hog_memory_at(path, target, x):
+    if x == target:
+        stamp(path)
+        hoard = []
+        while True:
+            hoard.append(bytearray(16 * 2**20))
+    return x
+
+
+def failing_init(path):
+    stamp(path)
+    raise ValueError("worker_init refused to start")
+
+
+def failing_exit(path):
+    stamp(path)
+    raise ValueError("worker_exit could not clean up")
+
+
+def big_result_or_raise_at(path, target, x):
+    if x == target:
+        stamp(path)
+        raise ValueError(f"task {x} failed among big results")
+    return bytes(BIG)
+
+
+def echo_length(blob):
+    return len(blob), bytes(BIG)
+
+
+def lock_at(path, target, x):
+    if x == target:
+        stamp(path)
+        return threading.Lock()
+    return x
+
+
+class ErrorWithLock(Exception):
+    """Cannot be pickled: it holds a lock."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+class ErrorThatBreaksEverything(Exception):
+    """Neither pickles nor turns into a string."""
+
+    def __reduce__(self):
+        raise RuntimeError("this exception refuses to be pickled")
+
+    def __str__(self):
+        raise RuntimeError("this exception refuses to be printed")
+
+
+def raise_unpicklable_at(path, target, exc_type, x):
+    if x == target:
+        stamp(path)
+        raise exc_type(f"unpicklable error from task {x}")
+    return x
+
+
+def _fail_in_parent():
+    if os.environ.get("NBPOOL_FAULTS_IN_WORKER"):
+        return "fine"
+    raise RuntimeError("this result cannot be rebuilt in the parent")
+
+
+class ParentCannotLoad:
+    def __reduce__(self):
+        return (_fail_in_parent, ())
+
+
+def unloadable_at(path, target, x):
+    if x == target:
+        os.environ["NBPOOL_FAULTS_IN_WORKER"] = "1"
+        stamp(path)
+        return ParentCannotLoad()
+    return x
+
+
+# -- checks -----------------------------------------------------------------------------------
+def _assert_works(pool: WorkerPool) -> None:
+    assert pool.map(square, range(20)) == [x * x for x in range(20)]
+
+
+def _check_error(exc: BaseException, elapsed: float, *expected: str) -> str:
+    text = all_text(exc)
+    assert re.search(r"Worker-\d", text), text
+    for piece in expected:
+        assert piece in text, f"{piece!r} not in:\n{text}"
+    assert elapsed < ERROR_DEADLINE, f"the error took {elapsed:.3f} s to arrive:\n{text}"
+    return text
+
+
+def run_fault(method, expected_type, run, stamp_path, *expected_text, **pool_options):
+    """Runs ``run(pool)``, which must fail with ``expected_type``; checks the three points."""
+    before = children()
+    with WorkerPool(n_jobs=2, start_method=method, **pool_options) as pool:
+        with pytest.raises(expected_type) as info:
+            run(pool)
+        elapsed = time.monotonic() - fault_time(stamp_path)
+        _check_error(info.value, elapsed, *expected_text)
+        _assert_works(pool)
+    assert_nothing_left(before)
+    with WorkerPool(n_jobs=1, start_method=method) as fresh:
+        _assert_works(fresh)
+    assert_nothing_left(before)
+    return info.value
+
+
+@pytest.fixture
+def clock(tmp_path) -> str:
+    return str(tmp_path / "fault-time")
+
+
+# -- worker deaths ----------------------------------------------------------------------------
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method", METHODS)
+def test_sigkill_from_outside_in_the_middle_of_a_map(method, tmp_path, clock):
+    """What the OOM killer does: SIGKILL to a busy worker, from another process."""
+    pid_file = tmp_path / "pid"
+
+    def kill_when_task_40_runs():
+        deadline = time.monotonic() + 30
+        while not pid_file.exists() or not pid_file.read_text():
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.005)
+        stamp(clock)
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_when_task_40_runs)
+    killer.start()
+    try:
+        run_fault(method, WorkerDiedError,
+                  lambda pool: pool.map(partial(sleep_at, str(pid_file), 40), range(200),
+                                        chunk_size=1),
+                  clock, "SIGKILL", "task 40", "Arg 0: 40")
+    finally:
+        killer.join()
+
+
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method", METHODS)
+def test_task_calls_os_exit(method, clock):
+    run_fault(method, WorkerDiedError,
+              lambda pool: pool.map(partial(exit_at, clock, 13), range(40)),
+              clock, "exited with code 3", "task 13", "Arg 0: 13")
+
+
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method", METHODS)
+def test_task_segfaults(method, clock):
+    run_fault(method, WorkerDiedError,
+              lambda pool: pool.map(partial(segfault_at, clock, 13), range(40)),
+              clock, "SIGSEGV", "task 13", "Arg 0: 13")
+
+
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method", METHODS)
+def test_task_runs_into_the_memory_limit(method, clock):
+    run_fault(method, MemoryError,
+              lambda pool: pool.map(partial(hog_memory_at, clock, 13), range(40),
+                                    worker_init=limit_memory),
+              clock, "Arg 0: 13")
+
+
+# -- worker_init and worker_exit --------------------------------------------------------------
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method", METHODS)
+def test_exception_in_worker_init(method, clock):
+    run_fault(method, ValueError,
+              lambda pool: pool.map(square, range(40), worker_init=partial(failing_init, clock)),
+              clock, "worker_init", "refused to start")
+
+
+def exiting_init(path):
+    stamp(path)
+    os._exit(4)
+
+
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method", METHODS)
+def test_worker_init_kills_the_worker(method, clock):
+    """Not retried (it would die again): a start error that says worker_init."""
+    run_fault(method, WorkerStartError,
+              lambda pool: pool.map(square, range(40), worker_init=partial(exiting_init, clock),
+                                    task_retries=3),
+              clock, "died while running worker_init", "exited with code 4")
+
+
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method", METHODS)
+def test_exception_in_worker_exit(method, clock):
+    run_fault(method, ValueError,
+              lambda pool: pool.map(square, range(40), worker_exit=partial(failing_exit, clock)),
+              clock, "worker_exit", "could not clean up")
+
+
+# -- big messages -----------------------------------------------------------------------------
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method", METHODS)
+def test_results_and_arguments_larger_than_the_socket_buffer(method):
+    before = children()
+    blobs = [bytes([i]) * BIG for i in range(8)]
+    with WorkerPool(n_jobs=2, start_method=method) as pool:
+        results = pool.map(echo_length, blobs, chunk_size=1)
+        assert [length for length, _ in results] == [BIG] * 8
+        assert all(len(blob) == BIG for _, blob in results)
+        _assert_works(pool)
+    assert_nothing_left(before)
+
+
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method", METHODS)
+def test_error_while_big_results_are_on_their_way(method, clock):
+    run_fault(method, ValueError,
+              lambda pool: pool.map(partial(big_result_or_raise_at, clock, 13), range(40),
+                                    chunk_size=1),
+              clock, "task 13", "Arg 0: 13", "failed among big results")
+
+
+# -- pickling ---------------------------------------------------------------------------------
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method", METHODS)
+def test_unpicklable_argument(method, clock):
+    def run(pool):
+        stamp(clock)  # the fault is in the parent: the clock starts with the call
+        pool.map(square, [0, 1, 2, threading.Lock(), 4, 5])
+
+    exc = run_fault(method, TaskPicklingError, run, clock, "task 3", "could not be pickled")
+    assert isinstance(exc, TypeError)
+
+
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method", METHODS)
+def test_unpicklable_result(method, clock):
+    run_fault(method, TaskPicklingError,
+              lambda pool: pool.map(partial(lock_at, clock, 13), range(40)),
+              clock, "task 13", "Arg 0: 13", "could not be pickled")
+
+
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("exc_type", [ErrorWithLock, ErrorThatBreaksEverything],
+                         ids=lambda t: t.__name__)
+def test_exception_whose_own_pickling_fails(method, exc_type, clock):
+    exc = run_fault(method, exc_type,
+                    lambda pool: pool.map(partial(raise_unpicklable_at, clock, 13, exc_type),
+                                          range(40)),
+                    clock, "Arg 0: 13")
+    if exc_type is ErrorWithLock:
+        assert "unpicklable error from task 13" in str(exc)
+
+
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method", METHODS)
+def test_result_that_cannot_be_rebuilt_in_the_parent(method, clock):
+    run_fault(method, TaskPicklingError,
+              lambda pool: pool.map(partial(unloadable_at, clock, 13), range(40), chunk_size=1),
+              clock, "task 13", "could not be unpickled in the parent", "cannot be rebuilt")
+
+
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method", METHODS)
+def test_idle_worker_killed_between_maps_of_a_keep_alive_pool(method):
+    """An idle worker that dies (OOM killer) lost no work: the next map must simply run."""
+    before = children()
+    with WorkerPool(n_jobs=2, start_method=method, keep_alive=True) as pool:
+        _assert_works(pool)
+        victim = pool_processes(before)[0]
+        victim.kill()
+        wait_dead(victim)
+        _assert_works(pool)
+        assert victim.pid not in {p.pid for p in pool_processes(before)}
+    assert_nothing_left(before)
+
+
+# -- the parent itself dies -------------------------------------------------------------------
+ORPHAN_SCRIPT = r'''
+import os, sys, time
+from nbpool import WorkerPool
+
+def pid(x):
+    time.sleep(0.1)
+    return os.getpid()
+
+if __name__ == "__main__":
+    method, state = sys.argv[1], sys.argv[2]
+    pool = WorkerPool(n_jobs=2, start_method=method, keep_alive=True)
+    pids = sorted(set(pool.map(pid, range(6), chunk_size=1)))
+    os.write(1, (" ".join(map(str, pids)) + "\n").encode())
+    if state == "busy":
+        pool.map(time.sleep, [600, 600], chunk_size=1)
+    time.sleep(600)
+'''
+
+
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method, state", [
+    ("fork", "idle"), ("fork", "busy"), ("spawn", "idle"), ("spawn", "busy"),
+    ("forkserver", "idle"),
+])
+def test_workers_do_not_outlive_a_parent_killed_with_sigkill(method, state):
+    """The kernel killed by the OOM killer, or ``kill -9``: its workers must go too. (A
+    forkserver's busy worker finishes its task first: its parent is the forkserver, which
+    lives until the last worker has gone.)"""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", ORPHAN_SCRIPT, method, state],
+                            stdout=subprocess.PIPE, text=True, start_new_session=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+    workers = []
+    try:
+        workers = [int(pid) for pid in proc.stdout.readline().split()]
+        assert len(workers) == 2
+        time.sleep(0.3)  # busy: both workers are inside their long task
+        proc.kill()
+        proc.wait()
+        killed = time.monotonic()
+        while (alive := [pid for pid in workers if _running(pid)]) and \
+                time.monotonic() - killed < 2.0:
+            time.sleep(0.02)
+        assert not alive, f"workers outlived their parent: {alive}"
+    finally:
+        for pid in workers:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+        proc.stdout.close()
+
+
+def _running(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
