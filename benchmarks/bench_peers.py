@@ -91,7 +91,7 @@ ALL_WORKLOADS = ("S", "A", "B", "C_arg", "C_ret", "D", "E")
 # reference and that a spawned or forkserver worker imports in a few milliseconds, as it
 # would a user's own module. (Importing this harness instead would cost each such worker
 # the import of argparse, json, statistics, ... and blur the start-method comparison.)
-from bench_tasks import INIT_SLEEP, STATE_VALUE, busy  # noqa: E402
+from bench_tasks import STATE_VALUE, busy  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------

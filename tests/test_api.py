@@ -366,7 +366,7 @@ def _count_into(shared, x):
     counter, lock, totals = shared
     with lock:
         counter.value += 1
-    totals[x % 4] += x  # a RawArray: no lock of its own, one writer per slot here is not needed
+        totals[x % 4] += x  # read and write again: two workers may share a slot
     return x
 
 

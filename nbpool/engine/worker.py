@@ -334,7 +334,8 @@ class Worker:
             index = start + done
             args_text = errors.describe_args(self._nth(args, kind, done), kind)
             self._finish_chunk(began, done)
-            return self.encode((TASK_ERROR, job_id, chunk_index, self.failure(exc, index, args_text)))
+            failure = self.failure(exc, index, args_text)
+            return self.encode((TASK_ERROR, job_id, chunk_index, failure))
         self._finish_chunk(began, len(results))
         top = sorted(self.top, reverse=True) if self.job.insights else None
         try:
