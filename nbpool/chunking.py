@@ -6,8 +6,9 @@ smaller ranges and a numpy array into row slices: both are cheap to pickle and c
 
 Automatic chunking (no ``chunk_size``, no ``n_splits``) adapts the sizes while the map runs
 (``adaptive_sizes``): the first chunks hold 1, 2, 4, ... tasks, so the first results come
-back after one task instead of a whole chunk, and the last ones shrink as the work runs out,
-so that the workers finish together. Explicit sizes, numpy blocks and ``order_tasks`` (where
+back after one task instead of a whole chunk; chunks of cheap tasks grow until each is worth
+its message; and the last ones shrink as the work runs out, so that the workers finish
+together. Explicit sizes, numpy blocks and ``order_tasks`` (where
 chunk boundaries are visible) keep the documented sizes exactly.
 """
 
@@ -15,9 +16,8 @@ from __future__ import annotations
 
 import itertools
 import math
-import time
 from fractions import Fraction
-from typing import Any, Callable, Iterable, Iterator, NamedTuple
+from typing import Any, Iterable, Iterator, NamedTuple
 
 from .warn import warn_user
 
@@ -25,7 +25,7 @@ DEFAULT_CHUNKS_PER_WORKER = 64
 DEFAULT_NUMPY_CHUNKS_PER_WORKER = 4
 UNKNOWN_LENGTH_CHUNK_SIZE = 1
 TAIL_CHUNKS_PER_WORKER = 2  # near the end a chunk holds at most 1/(this * n_jobs) of the rest
-MIN_CHUNK_SECONDS = 0.002  # ... but enough work to keep the per-chunk overhead small
+MIN_CHUNK_SECONDS = 0.002  # work per chunk that makes its ~50 us of messaging small
 
 
 def _is_numpy_array(obj: Any) -> bool:
@@ -59,40 +59,56 @@ def _split_sizes(chunk_size: Fraction) -> Iterator[int]:
         current = current + chunk_size - size
 
 
+class WorkMeter:
+    """The tasks a map has finished and the workers' time spent on them, as their replies
+    report it: the measure of a task's cost that ``adaptive_sizes`` sizes chunks by."""
+
+    __slots__ = ("tasks", "seconds")
+
+    def __init__(self) -> None:
+        self.tasks = 0
+        self.seconds = 0.0
+
+    def add(self, tasks: int, seconds: float) -> None:
+        self.tasks += tasks
+        self.seconds += seconds
+
+
 def adaptive_sizes(
     chunk_size: Fraction,
     n_tasks: int,
     n_jobs: int,
-    tasks_done: Callable[[], int],
-    clock: Callable[[], float] = time.monotonic,
+    meter: WorkMeter,
+    most: int | None = None,
 ) -> Iterator[int]:
-    """Chunk sizes that start small and shrink again as the work runs out.
+    """Chunk sizes that start small, grow for cheap tasks and shrink as the work runs out.
 
     First 1, 2, 4, ... tasks up to ``chunk_size`` (an early first result), then the regular
-    sizes, each capped at the remaining tasks' share per worker (guided scheduling), but no
-    smaller than ``MIN_CHUNK_SECONDS`` of work, which is measured as the map runs
-    (``tasks_done`` counts the tasks finished so far). Sizes are drawn one at a time, just
-    before each chunk is sent, so they always see the latest measurements.
+    sizes, each capped at the remaining tasks' share per worker (guided scheduling). Once
+    ``meter`` knows what a task costs, no chunk holds less than ``MIN_CHUNK_SECONDS`` of work
+    (a million tiny tasks need few messages), unless that is more than an even split of the
+    tasks not yet done, or than ``most``. A map whose plan is one task per chunk (at most 64
+    tasks per worker) does not grow: it costs a few milliseconds at most, and a worker that
+    dies in a one-task chunk is reported with its exact task. Sizes are drawn one at a time,
+    just before each chunk is sent, so they always see the latest measurements.
     """
     regular = _split_sizes(chunk_size)
     ramp = 1
     given = 0
-    started = clock()
-    done_before = tasks_done()
+    may_grow = chunk_size > 1
     while True:
         if ramp < chunk_size:
             size = ramp
             ramp *= 2
         else:
             size = next(regular)
-        remaining = n_tasks - given
-        share = math.ceil(remaining / (TAIL_CHUNKS_PER_WORKER * n_jobs))
-        if share < size:
-            done = tasks_done() - done_before
-            if done > 0:
-                seconds_per_task = (clock() - started) * n_jobs / done
-                enough = math.ceil(MIN_CHUNK_SECONDS / max(seconds_per_task, 1e-9))
-                size = min(size, max(1, share, enough))
+        if meter.tasks:
+            seconds_per_task = meter.seconds / meter.tasks
+            enough = math.ceil(round(MIN_CHUNK_SECONDS / max(seconds_per_task, 1e-9), 6))
+            share = math.ceil((n_tasks - given) / (TAIL_CHUNKS_PER_WORKER * n_jobs))
+            even = math.ceil(max(0, n_tasks - meter.tasks) / n_jobs)
+            floor = min(enough, even, most if most is not None else even) if may_grow else 1
+            size = max(1, min(size, share), floor)
         given += size
         yield size
 

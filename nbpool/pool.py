@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from . import frontend, params
 from .async_result import AsyncResult
-from .chunking import (_is_numpy_array, adaptive_sizes, iter_chunks, known_length,
+from .chunking import (WorkMeter, _is_numpy_array, adaptive_sizes, iter_chunks, known_length,
                        resolve_chunk_size)
 from .engine import upstream
 from .engine.core import Engine, Job
@@ -284,10 +284,13 @@ class WorkerPool:
         n_tasks = known_length(iterable_of_args, iterable_len)
         is_numpy = _is_numpy_array(iterable_of_args)
         size = resolve_chunk_size(n_tasks, self._n_jobs, chunk_size, n_splits, is_numpy)
-        sizes = None
+        sizes = meter = None
         if (chunk_size is None and n_splits is None and n_tasks is not None and not is_numpy
                 and not self._order_tasks):
-            sizes = adaptive_sizes(size, n_tasks, self._n_jobs, self._engine.tasks_done)
+            meter = WorkMeter()
+            sizes = adaptive_sizes(size, n_tasks, self._n_jobs, meter,
+                                   most=_largest_chunk(self._n_jobs, max_tasks_active,
+                                                       worker_lifespan))
         chunks = iter_chunks(iterable_of_args, n_tasks, size, iterable_len, sizes)
         total = n_tasks
         if is_numpy and n_tasks is not None:
@@ -297,12 +300,13 @@ class WorkerPool:
         return _Parts(self._execute(spec, chunks, ordered, max_tasks_active, task_timeout,
                                     worker_lifespan, worker_init, worker_exit,
                                     worker_init_timeout, worker_exit_timeout, progress_bar,
-                                    style, options, position, total, task_retries), total)
+                                    style, options, position, total, task_retries, meter),
+                      total)
 
     def _execute(self, spec, chunks, ordered, max_tasks_active, task_timeout, worker_lifespan,
                  worker_init, worker_exit, worker_init_timeout, worker_exit_timeout,
                  progress_bar, style, options, position, total,
-                 task_retries) -> Iterator[list]:
+                 task_retries, meter) -> Iterator[list]:
         self._map_running = True
         engine = self._engine
         progress = None
@@ -328,7 +332,7 @@ class WorkerPool:
             needs_tick = progress is not None or len(self._live_views) > 0
             run = MapRun(engine, spec, chunks, ordered, max_tasks_active, self._order_tasks,
                          task_timeout, task_retries, on_tick=tick if needs_tick else None,
-                         on_top_tasks=_merge_into(self._top_tasks))
+                         on_top_tasks=_merge_into(self._top_tasks), meter=meter)
             for part in run.results():
                 if needs_tick:
                     tick()
@@ -579,6 +583,16 @@ class _Parts:
 
     def __iter__(self) -> Iterator[list]:
         return self._parts
+
+
+def _largest_chunk(n_jobs: int, max_tasks_active: int | None,
+                   worker_lifespan: int | None) -> int | None:
+    """How far adaptive chunks may grow: a chunk larger than ``max_tasks_active / n_jobs``
+    would leave workers idle, one larger than ``worker_lifespan`` would outlive its worker."""
+    limits = [worker_lifespan] if worker_lifespan is not None else []
+    if max_tasks_active is not None:
+        limits.append(max(1, max_tasks_active // n_jobs))
+    return min(limits) if limits else None
 
 
 def _count_chunks(n_tasks: int, size) -> int:

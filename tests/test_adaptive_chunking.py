@@ -13,7 +13,7 @@ from fractions import Fraction
 import pytest
 
 from nbpool import WorkerPool
-from nbpool.chunking import adaptive_sizes, iter_chunks, resolve_chunk_size
+from nbpool.chunking import WorkMeter, adaptive_sizes, iter_chunks, resolve_chunk_size
 
 pytestmark = pytest.mark.filterwarnings("ignore:start_method='fork':RuntimeWarning")
 
@@ -76,8 +76,8 @@ def test_explicit_or_observable_chunking_keeps_the_plan(map_kwargs, expected):
 
 
 def test_adaptive_sizes_cover_the_input_and_follow_the_measurements():
-    done, now = 0, 0.0
-    sizes = adaptive_sizes(Fraction(50), 10_000, 4, lambda: done, clock=lambda: now)
+    meter = WorkMeter()
+    sizes = adaptive_sizes(Fraction(50), 10_000, 4, meter)
     first = list(itertools.islice(sizes, 6))
     assert first == [1, 2, 4, 8, 16, 32]
     given = sum(first)
@@ -87,7 +87,7 @@ def test_adaptive_sizes_cover_the_input_and_follow_the_measurements():
         assert size == 50
         given += size
     # one task took 10 s: the tail shrinks towards one task per chunk
-    done, now = 1, 10.0
+    meter.add(1, 10.0)
     tail = []
     while given < 10_000:
         tail.append(next(sizes))
@@ -98,13 +98,30 @@ def test_adaptive_sizes_cover_the_input_and_follow_the_measurements():
 
 
 def test_adaptive_sizes_keep_enough_work_per_chunk_for_tiny_tasks():
-    # a million tasks done in a second: a 1000-task chunk is 1 ms of work, not worth splitting
-    done, now = 0, 0.0
-    sizes = adaptive_sizes(Fraction(1000), 100_000, 2, lambda: done, clock=lambda: now)
+    meter = WorkMeter()
+    sizes = adaptive_sizes(Fraction(1000), 100_000, 2, meter)
     ramp = list(itertools.islice(sizes, 10))
     assert ramp == [2**i for i in range(10)]
-    done, now = 1_000_000, 1.0
-    assert list(itertools.islice(sizes, 200)) == [1000] * 200
+    # 1000 tasks took 1 ms of the workers' time: 2000 tasks make MIN_CHUNK_SECONDS (2 ms)
+    meter.add(1000, 0.001)
+    assert list(itertools.islice(sizes, 40)) == [2000] * 40
+
+
+def test_adaptive_chunks_of_cheap_tasks_grow_to_an_even_split_of_what_is_left():
+    meter = WorkMeter()
+    sizes = adaptive_sizes(Fraction(1000, 128), 1000, 2, meter)
+    assert list(itertools.islice(sizes, 3)) == [1, 2, 4]
+    meter.add(3, 3e-6)  # a microsecond a task: the 997 not done are not worth splitting more
+    assert next(sizes) == 499
+    assert next(sizes) == 499  # the second worker's half (iter_chunks cuts it to the 494 left)
+
+
+def test_adaptive_chunks_grow_no_larger_than_the_limits_allow():
+    meter = WorkMeter()
+    sizes = adaptive_sizes(Fraction(1000, 128), 1000, 2, meter, most=50)
+    next(sizes)
+    meter.add(1, 1e-6)
+    assert next(sizes) == 50
 
 
 @pytest.mark.parametrize("make_input", [
@@ -127,3 +144,11 @@ def test_the_regular_plan_is_64_chunks_per_worker():
     assert len(regular_plan(1000, 1)) == 64
     assert len(regular_plan(1000, 4)) == 256
     assert set(regular_plan(1000, 4)) == {3, 4}
+
+
+def test_one_task_per_chunk_plans_do_not_grow():
+    """Small maps keep one task per chunk, so that a worker dying names its exact task."""
+    meter = WorkMeter()
+    sizes = adaptive_sizes(Fraction(1), 100, 2, meter)
+    meter.add(1, 1e-6)
+    assert list(itertools.islice(sizes, 20)) == [1] * 20

@@ -60,7 +60,7 @@ class Job:
     def __init__(
         self,
         spec: JobSpec | None,
-        on_result: Callable[[int, list, Any], None],
+        on_result: Callable[[int, list, Any, float], None],
         on_failure: Callable[[BaseException], None],
         task_timeout: float | None = None,
         on_lease: Callable[[int, "Lease"], None] | None = None,
@@ -565,7 +565,7 @@ class Engine:
         """Acts on one message; True if a job took ``lease`` (it then releases it)."""
         tag = message[0]
         if tag == RESULT:
-            _, job_id, index, results, top = message
+            _, job_id, index, results, top, seconds = message
             del message
             item = slot.in_flight.pop((job_id, index), None)
             slot.last_returned = time.monotonic()
@@ -573,7 +573,7 @@ class Engine:
             if item is not None:
                 slot.tasks_since_start += item.size
                 if item.job.error is None:
-                    item.job.on_result(index, results, top)
+                    item.job.on_result(index, results, top, seconds)
                     if lease is not None and item.job.on_lease is not None:
                         item.job.on_lease(index, lease)
                         claimed = True

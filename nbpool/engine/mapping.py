@@ -19,7 +19,7 @@ import time
 from collections import deque
 from typing import Callable, Iterator
 
-from ..chunking import Chunk
+from ..chunking import Chunk, WorkMeter
 from . import codec, errors
 from .core import Engine, InFlight, Job, Lease, WorkerSlot
 from .protocol import CHUNK, JobSpec
@@ -44,6 +44,7 @@ class MapRun:
         on_tick: Callable[[], None] | None = None,
         tick_interval: float = 0.1,
         on_top_tasks: Callable[[int, list], None] | None = None,
+        meter: WorkMeter | None = None,
     ):
         self.engine = engine
         self.chunks = chunks
@@ -53,6 +54,7 @@ class MapRun:
         self.on_tick = on_tick
         self.tick_interval = tick_interval
         self.on_top_tasks = on_top_tasks
+        self.meter = meter  # told each chunk's cost, for the sizes of the chunks to come
         self.job = Job(spec, self._on_result, self._on_failure, task_timeout,
                        on_lease=self._on_lease, requeue=self._requeue,
                        task_retries=task_retries)
@@ -67,7 +69,9 @@ class MapRun:
         self.next_index = 0
         self.rr_next = 0
 
-    def _on_result(self, index: int, results: list, top) -> None:
+    def _on_result(self, index: int, results: list, top, seconds: float) -> None:
+        if self.meter is not None:
+            self.meter.add(self.sizes.get(index, len(results)), seconds)
         self.done[index] = results
         self.done_order.append(index)
         if top and self.on_top_tasks is not None:

@@ -2,7 +2,8 @@
 
 Parent -> worker: ``(JOB, job_id, JobSpec)``, ``(CHUNK, job_id, chunk_index, start, kind, args)``,
 ``(APPLY, job_id, func, args, kwargs)``, ``(STOP,)``.
-Worker -> parent: ``(READY, pid)``, ``(RESULT, job_id, chunk_index, results, top_tasks)``,
+Worker -> parent: ``(READY, pid)``,
+``(RESULT, job_id, chunk_index, results, top_tasks, working_seconds)``,
 ``(TASK_ERROR, job_id, chunk_index, failure)``, ``(INIT_ERROR, failure)``,
 ``(EXIT, has_result, value)``, ``(EXIT_ERROR, failure)``.
 One message per chunk each way; nothing is sent per task. Besides: with ``use_worker_state`` a

@@ -336,20 +336,23 @@ class Worker:
             self._finish_chunk(began, done)
             failure = self.failure(exc, index, args_text)
             return self.encode((TASK_ERROR, job_id, chunk_index, failure))
-        self._finish_chunk(began, len(results))
+        took = self._finish_chunk(began, len(results))
         top = sorted(self.top, reverse=True) if self.job.insights else None
         try:
-            return self.encode((RESULT, job_id, chunk_index, results, top))
+            return self.encode((RESULT, job_id, chunk_index, results, top, took))
         except Exception as exc:
             return self.encode(
                 self._unpicklable_result(job_id, chunk_index, start, kind, args, results, exc))
 
-    def _finish_chunk(self, began: float, done: int) -> None:
-        self.add(Field.WORKING_TIME, _monotonic() - began)
+    def _finish_chunk(self, began: float, done: int) -> float:
+        """Books the chunk's working time, which it returns."""
+        took = _monotonic() - began
+        self.add(Field.WORKING_TIME, took)
         self.put(Field.PHASE_START, 0.0)
         self.put(Field.CURRENT_TASK, -1)
         self.put(Field.STATUS, Status.IDLE)
         self.tasks_run += done
+        return took
 
     @staticmethod
     def _nth(args: Any, kind: str, n: int) -> Any:
@@ -435,10 +438,10 @@ class Worker:
             self._finish_chunk(began, 1)
             return self.encode(
                 (TASK_ERROR, job_id, 0, self.failure(exc, None, errors.describe_args(args))))
-        self._finish_chunk(began, 1)
+        took = self._finish_chunk(began, 1)
         self.add(Field.TASKS_DONE, 1)
         try:
-            return self.encode((RESULT, job_id, 0, [value], None))
+            return self.encode((RESULT, job_id, 0, [value], None, took))
         except Exception as exc:
             error = errors.TaskPicklingError(f"the result of the task could not be pickled: {exc}")
             return self.encode(
