@@ -26,6 +26,7 @@ DEFAULT_NUMPY_CHUNKS_PER_WORKER = 4
 UNKNOWN_LENGTH_CHUNK_SIZE = 1
 TAIL_CHUNKS_PER_WORKER = 2  # near the end a chunk holds at most 1/(this * n_jobs) of the rest
 MIN_CHUNK_SECONDS = 0.002  # work per chunk that makes its ~50 us of messaging small
+MAX_CHUNK_BYTES = 16 * 1024 * 1024  # ... but chunks grow no bigger than this
 
 
 def _is_numpy_array(obj: Any) -> bool:
@@ -60,18 +61,24 @@ def _split_sizes(chunk_size: Fraction) -> Iterator[int]:
 
 
 class WorkMeter:
-    """The tasks a map has finished and the workers' time spent on them, as their replies
-    report it: the measure of a task's cost that ``adaptive_sizes`` sizes chunks by."""
+    """What a map's tasks cost so far: the workers' time on the tasks finished (as their
+    replies report it), and the bytes of the tasks sent. ``adaptive_sizes`` sizes chunks by it."""
 
-    __slots__ = ("tasks", "seconds")
+    __slots__ = ("tasks", "seconds", "tasks_sent", "bytes_sent")
 
     def __init__(self) -> None:
         self.tasks = 0
         self.seconds = 0.0
+        self.tasks_sent = 0
+        self.bytes_sent = 0
 
     def add(self, tasks: int, seconds: float) -> None:
         self.tasks += tasks
         self.seconds += seconds
+
+    def sent(self, tasks: int, nbytes: int) -> None:
+        self.tasks_sent += tasks
+        self.bytes_sent += nbytes
 
 
 def adaptive_sizes(
@@ -87,10 +94,11 @@ def adaptive_sizes(
     sizes, each capped at the remaining tasks' share per worker (guided scheduling). Once
     ``meter`` knows what a task costs, no chunk holds less than ``MIN_CHUNK_SECONDS`` of work
     (a million tiny tasks need few messages), unless that is more than an even split of the
-    tasks not yet done, or than ``most``. A map whose plan is one task per chunk (at most 64
-    tasks per worker) does not grow: it costs a few milliseconds at most, and a worker that
-    dies in a one-task chunk is reported with its exact task. Sizes are drawn one at a time,
-    just before each chunk is sent, so they always see the latest measurements.
+    tasks not yet done, than ``most``, or than ``MAX_CHUNK_BYTES`` of arguments. A map whose
+    plan is one task per chunk (at most 64 tasks per worker) does not grow: it costs a few
+    milliseconds at most, and a worker that dies in a one-task chunk is reported with its
+    exact task. Sizes are drawn one at a time, just before each chunk is sent, so they always
+    see the latest measurements.
     """
     regular = _split_sizes(chunk_size)
     ramp = 1
@@ -108,6 +116,8 @@ def adaptive_sizes(
             share = math.ceil((n_tasks - given) / (TAIL_CHUNKS_PER_WORKER * n_jobs))
             even = math.ceil(max(0, n_tasks - meter.tasks) / n_jobs)
             floor = min(enough, even, most if most is not None else even) if may_grow else 1
+            if meter.bytes_sent:  # big arguments: a grown chunk must not need a huge segment
+                floor = min(floor, max(1, MAX_CHUNK_BYTES * meter.tasks_sent // meter.bytes_sent))
             size = max(1, min(size, share), floor)
         given += size
         yield size

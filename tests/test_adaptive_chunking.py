@@ -152,3 +152,12 @@ def test_one_task_per_chunk_plans_do_not_grow():
     sizes = adaptive_sizes(Fraction(1), 100, 2, meter)
     meter.add(1, 1e-6)
     assert list(itertools.islice(sizes, 20)) == [1] * 20
+
+
+def test_adaptive_chunks_of_big_arguments_grow_no_larger_than_a_segment_should_be():
+    meter = WorkMeter()
+    sizes = adaptive_sizes(Fraction(100), 100_000, 2, meter)
+    next(sizes)
+    meter.sent(1, 8 * 1024 * 1024)  # an 8 MB array per task
+    meter.add(1, 1e-6)  # that takes a microsecond
+    assert next(sizes) == 2  # 16 MB, not the thousands of tasks 2 ms of work would hold

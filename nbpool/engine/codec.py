@@ -78,6 +78,25 @@ def encode(message: Any, segments: "shm.SegmentPool | None", dump=dumps) -> Outg
     return Outgoing(with_layout(stream, layout), [fd])
 
 
+def _layout_of(payload) -> tuple[list, int]:
+    """The ``(offset, length)`` of each buffer of a segment frame, and where its pickle starts."""
+    (count,) = _COUNT.unpack_from(payload, 1)
+    position = 1 + _COUNT.size
+    layout = []
+    for _ in range(count):
+        layout.append(_ENTRY.unpack_from(payload, position))
+        position += _ENTRY.size
+    return layout, position
+
+
+def carried_bytes(outgoing: Outgoing) -> int:
+    """How much data a message moves: its pickle and the buffers in its segment."""
+    if outgoing.payload[:1] != SEGMENT_MARK:
+        return len(outgoing.payload)
+    layout, _ = _layout_of(outgoing.payload)
+    return len(outgoing.payload) + sum(length for _, length in layout)
+
+
 def decode(payload, fds: list) -> Incoming:
     """The message of a frame; its buffers are views of the mapped segment, if it has one."""
     if payload[:1] != SEGMENT_MARK:
@@ -88,12 +107,7 @@ def decode(payload, fds: list) -> Incoming:
             raise
     if not fds:
         raise ConnectionError("a frame lost its shared-memory segment on the way")
-    (count,) = _COUNT.unpack_from(payload, 1)
-    position = 1 + _COUNT.size
-    layout = []
-    for _ in range(count):
-        layout.append(_ENTRY.unpack_from(payload, position))
-        position += _ENTRY.size
+    layout, position = _layout_of(payload)
     mapped = None
     try:
         mapped = shm.Mapped(fds[0], layout)

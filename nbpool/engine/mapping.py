@@ -140,6 +140,8 @@ class MapRun:
                 return
             engine.send_chunk(slot, self.job, chunk.index, chunk.start, chunk.size,
                               chunk.args, chunk.kind, payload)
+            if self.meter is not None:
+                self.meter.sent(chunk.size, codec.carried_bytes(payload))
             self.pending = None
             self.rr_next += 1
             self.active_tasks += chunk.size
