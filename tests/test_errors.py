@@ -21,6 +21,7 @@ import pytest
 
 from nbpool import WorkerPool
 from nbpool.engine.errors import TaskPicklingError, WorkerDiedError, WorkerStartError
+from tasks import square
 
 HANG_GUARD = 30  # seconds; only there so that a hang fails instead of blocking the run
 SHORT_HANG_GUARD = 15  # for tests whose failure mode is waiting on a 30 s task or init/exit
@@ -32,10 +33,6 @@ pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExce
 
 
 # -- task functions (module level, so that every start method can import them) -----------
-def square(x):
-    return x * x
-
-
 class CustomError(Exception):
     pass
 
