@@ -25,7 +25,8 @@ import pytest
 
 from nbpool import WorkerPool
 from nbpool.engine.errors import TaskPicklingError, WorkerDiedError, WorkerStartError
-from procs import all_text, assert_nothing_left, children, pool_processes, wait_dead
+from procs import (all_text, assert_nothing_left, children, pool_processes,
+                   sigkill_when_pid_written, wait_dead)
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:start_method='fork':RuntimeWarning"),
@@ -225,25 +226,11 @@ def clock(tmp_path) -> str:
 def test_sigkill_from_outside_in_the_middle_of_a_map(method, tmp_path, clock):
     """What the OOM killer does: SIGKILL to a busy worker, from another process."""
     pid_file = tmp_path / "pid"
-
-    def kill_when_task_40_runs():
-        deadline = time.monotonic() + 30
-        while not pid_file.exists() or not pid_file.read_text():
-            if time.monotonic() > deadline:
-                return
-            time.sleep(0.005)
-        stamp(clock)
-        os.kill(int(pid_file.read_text()), signal.SIGKILL)
-
-    killer = threading.Thread(target=kill_when_task_40_runs)
-    killer.start()
-    try:
+    with sigkill_when_pid_written(pid_file, just_before=partial(stamp, clock)):  # task 40 writes it
         run_fault(method, WorkerDiedError,
                   lambda pool: pool.map(partial(sleep_at, str(pid_file), 40), range(200),
                                         chunk_size=1),
                   clock, "SIGKILL", "task 40", "Arg 0: 40")
-    finally:
-        killer.join()
 
 
 def _faulting_at_13(fault, **options):
