@@ -148,9 +148,7 @@ def main(argv=None):
             payload = {"busy_n": busy_n,
                        "plain": {"|".join(k): v for k, v in plain.items()},
                        "kernel": {"|".join(k): v for k, v in kernel.items()}}
-            with open(args.json, "w") as fh:
-                json.dump(payload, fh, indent=1)
-            print(f"raw results written to {args.json}")
+            bench_peers.write_raw_results(args.json, payload)
     return 0
 
 

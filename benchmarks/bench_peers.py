@@ -750,6 +750,13 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
+def write_raw_results(path, payload):
+    """Shared with bench_kernel.py, so that both benchmarks' raw files read alike."""
+    with open(path, "w") as fh:
+        json.dump(payload, fh, indent=1)
+    print(f"raw results written to {path}")
+
+
 def main(argv=None):
     args = parse_args(argv)
 
@@ -869,9 +876,7 @@ def main(argv=None):
                      "start_method_arg": args.start_method, "total_s": total},
             "results": raw,
         }
-        with open(args.json, "w") as fh:
-            json.dump(payload, fh, indent=1)
-        print(f"raw results written to {args.json}")
+        write_raw_results(args.json, payload)
     return 0
 
 

@@ -1,9 +1,13 @@
-"""Helpers shared by the reliability tests: which processes a pool left, what an error says."""
+"""Helpers shared by the reliability tests: which processes a pool left, what an error says,
+and a SIGKILL from outside."""
 
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
+from contextlib import contextmanager
 
 import psutil
 
@@ -65,6 +69,29 @@ def wait_dead(proc: psutil.Process, timeout: float = 5.0) -> None:
             return
         time.sleep(0.01)
     raise AssertionError(f"pid {proc.pid} did not die")
+
+
+@contextmanager
+def sigkill_when_pid_written(pid_file, just_before=None):
+    """SIGKILLs, from another thread, the process whose pid a task writes to ``pid_file``: what
+    the OOM killer does to a busy worker. ``just_before`` runs right before the kill."""
+
+    def kill():
+        deadline = time.monotonic() + 30
+        while not pid_file.exists() or not pid_file.read_text():
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.005)
+        if just_before is not None:
+            just_before()
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+    killer = threading.Thread(target=kill)
+    killer.start()
+    try:
+        yield
+    finally:
+        killer.join()
 
 
 def all_text(exc: BaseException) -> str:

@@ -21,6 +21,7 @@ import pytest
 
 from nbpool import WorkerPool
 from nbpool.engine.errors import TaskPicklingError, WorkerDiedError, WorkerStartError
+from tasks import square
 
 HANG_GUARD = 30  # seconds; only there so that a hang fails instead of blocking the run
 SHORT_HANG_GUARD = 15  # for tests whose failure mode is waiting on a 30 s task or init/exit
@@ -32,10 +33,6 @@ pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExce
 
 
 # -- task functions (module level, so that every start method can import them) -----------
-def square(x):
-    return x * x
-
-
 class CustomError(Exception):
     pass
 
@@ -371,32 +368,21 @@ def test_unpicklable_apply_result():
 
 # -- (5) timeouts --------------------------------------------------------------------------
 @pytest.mark.timeout(SHORT_HANG_GUARD)
-def test_task_timeout():
+@pytest.mark.parametrize("func, n_tasks, options, names", [
+    pytest.param(sleep_30, 4, {"task_timeout": 0.5}, ["task_timeout", "timed out"],
+                 id="task_timeout"),
+    pytest.param(square, 4, {"worker_init": slow_init, "worker_init_timeout": 0.5},
+                 ["worker_init"], id="worker_init_timeout"),
+    pytest.param(square, 20, {"worker_exit": slow_exit, "worker_exit_timeout": 0.5},
+                 ["worker_exit"], id="worker_exit_timeout"),
+])
+def test_timeout_raised_by_map(func, n_tasks, options, names):
+    """The error must say which timeout struck: it names at least one of ``names``."""
     with WorkerPool(n_jobs=2) as pool:
         with pytest.raises(TimeoutError) as info:
-            pool.map(sleep_30, range(4), task_timeout=0.5)
+            pool.map(func, range(n_tasks), **options)
         assert "Worker-" in str(info.value)
-        assert "task_timeout" in str(info.value) or "timed out" in str(info.value)
-        _assert_pool_works(pool)
-
-
-@pytest.mark.timeout(SHORT_HANG_GUARD)
-def test_worker_init_timeout():
-    with WorkerPool(n_jobs=2) as pool:
-        with pytest.raises(TimeoutError) as info:
-            pool.map(square, range(4), worker_init=slow_init, worker_init_timeout=0.5)
-        assert "Worker-" in str(info.value)
-        assert "worker_init" in str(info.value)
-        _assert_pool_works(pool)
-
-
-@pytest.mark.timeout(SHORT_HANG_GUARD)
-def test_worker_exit_timeout_raised_by_map():
-    with WorkerPool(n_jobs=2) as pool:
-        with pytest.raises(TimeoutError) as info:
-            pool.map(square, range(20), worker_exit=slow_exit, worker_exit_timeout=0.5)
-        assert "Worker-" in str(info.value)
-        assert "worker_exit" in str(info.value)
+        assert any(name in str(info.value) for name in names), str(info.value)
         _assert_pool_works(pool)
 
 

@@ -25,7 +25,8 @@ import pytest
 
 from nbpool import WorkerPool
 from nbpool.engine.errors import TaskPicklingError, WorkerDiedError, WorkerStartError
-from procs import all_text, assert_nothing_left, children, pool_processes, wait_dead
+from procs import (all_text, assert_nothing_left, children, pool_processes,
+                   sigkill_when_pid_written, wait_dead)
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:start_method='fork':RuntimeWarning"),
@@ -109,6 +110,11 @@ def hog_memory_at(path, target, x):
 def failing_init(path):
     stamp(path)
     raise ValueError("worker_init refused to start")
+
+
+def exiting_init(path):
+    stamp(path)
+    os._exit(4)
 
 
 def failing_exit(path):
@@ -220,88 +226,61 @@ def clock(tmp_path) -> str:
 def test_sigkill_from_outside_in_the_middle_of_a_map(method, tmp_path, clock):
     """What the OOM killer does: SIGKILL to a busy worker, from another process."""
     pid_file = tmp_path / "pid"
-
-    def kill_when_task_40_runs():
-        deadline = time.monotonic() + 30
-        while not pid_file.exists() or not pid_file.read_text():
-            if time.monotonic() > deadline:
-                return
-            time.sleep(0.005)
-        stamp(clock)
-        os.kill(int(pid_file.read_text()), signal.SIGKILL)
-
-    killer = threading.Thread(target=kill_when_task_40_runs)
-    killer.start()
-    try:
+    with sigkill_when_pid_written(pid_file, just_before=partial(stamp, clock)):  # task 40 writes it
         run_fault(method, WorkerDiedError,
                   lambda pool: pool.map(partial(sleep_at, str(pid_file), 40), range(200),
                                         chunk_size=1),
                   clock, "SIGKILL", "task 40", "Arg 0: 40")
-    finally:
-        killer.join()
+
+
+def _faulting_at_13(fault, **options):
+    """The usual run: ``fault`` strikes at task 13 of 40 (the 13 that the errors must name)."""
+    return lambda pool, clock: pool.map(partial(fault, clock, 13), range(40), **options)
+
+
+# Faults in a map that differ only by the call and the error. A case: what the map runs (given
+# the pool and the clock path), the error type, and the pieces of text the error must contain.
+MAP_FAULTS = [
+    pytest.param(_faulting_at_13(exit_at), WorkerDiedError,
+                 ["exited with code 3", "task 13", "Arg 0: 13"], id="task_calls_os_exit"),
+    pytest.param(_faulting_at_13(segfault_at), WorkerDiedError,
+                 ["SIGSEGV", "task 13", "Arg 0: 13"], id="task_segfaults"),
+    pytest.param(_faulting_at_13(hog_memory_at, worker_init=limit_memory), MemoryError,
+                 ["Arg 0: 13"], id="task_runs_into_the_memory_limit"),
+    # worker_init and worker_exit
+    pytest.param(lambda pool, clock: pool.map(square, range(40),
+                                              worker_init=partial(failing_init, clock)),
+                 ValueError, ["worker_init", "refused to start"],
+                 id="exception_in_worker_init"),
+    # not retried (it would die again): a start error that says worker_init
+    pytest.param(lambda pool, clock: pool.map(square, range(40),
+                                              worker_init=partial(exiting_init, clock),
+                                              task_retries=3),
+                 WorkerStartError, ["died while running worker_init", "exited with code 4"],
+                 id="worker_init_kills_the_worker"),
+    pytest.param(lambda pool, clock: pool.map(square, range(40),
+                                              worker_exit=partial(failing_exit, clock)),
+                 ValueError, ["worker_exit", "could not clean up"],
+                 id="exception_in_worker_exit"),
+    # big messages
+    pytest.param(_faulting_at_13(big_result_or_raise_at, chunk_size=1), ValueError,
+                 ["task 13", "Arg 0: 13", "failed among big results"],
+                 id="error_while_big_results_are_on_their_way"),
+    # pickling
+    pytest.param(_faulting_at_13(lock_at), TaskPicklingError,
+                 ["task 13", "Arg 0: 13", "could not be pickled"], id="unpicklable_result"),
+    pytest.param(_faulting_at_13(unloadable_at, chunk_size=1), TaskPicklingError,
+                 ["task 13", "could not be unpickled in the parent", "cannot be rebuilt"],
+                 id="result_that_cannot_be_rebuilt_in_the_parent"),
+]
 
 
 @pytest.mark.startmethod
 @pytest.mark.timeout(HANG_GUARD)
 @pytest.mark.parametrize("method", METHODS)
-def test_task_calls_os_exit(method, clock):
-    run_fault(method, WorkerDiedError,
-              lambda pool: pool.map(partial(exit_at, clock, 13), range(40)),
-              clock, "exited with code 3", "task 13", "Arg 0: 13")
-
-
-@pytest.mark.startmethod
-@pytest.mark.timeout(HANG_GUARD)
-@pytest.mark.parametrize("method", METHODS)
-def test_task_segfaults(method, clock):
-    run_fault(method, WorkerDiedError,
-              lambda pool: pool.map(partial(segfault_at, clock, 13), range(40)),
-              clock, "SIGSEGV", "task 13", "Arg 0: 13")
-
-
-@pytest.mark.startmethod
-@pytest.mark.timeout(HANG_GUARD)
-@pytest.mark.parametrize("method", METHODS)
-def test_task_runs_into_the_memory_limit(method, clock):
-    run_fault(method, MemoryError,
-              lambda pool: pool.map(partial(hog_memory_at, clock, 13), range(40),
-                                    worker_init=limit_memory),
-              clock, "Arg 0: 13")
-
-
-# -- worker_init and worker_exit --------------------------------------------------------------
-@pytest.mark.startmethod
-@pytest.mark.timeout(HANG_GUARD)
-@pytest.mark.parametrize("method", METHODS)
-def test_exception_in_worker_init(method, clock):
-    run_fault(method, ValueError,
-              lambda pool: pool.map(square, range(40), worker_init=partial(failing_init, clock)),
-              clock, "worker_init", "refused to start")
-
-
-def exiting_init(path):
-    stamp(path)
-    os._exit(4)
-
-
-@pytest.mark.startmethod
-@pytest.mark.timeout(HANG_GUARD)
-@pytest.mark.parametrize("method", METHODS)
-def test_worker_init_kills_the_worker(method, clock):
-    """Not retried (it would die again): a start error that says worker_init."""
-    run_fault(method, WorkerStartError,
-              lambda pool: pool.map(square, range(40), worker_init=partial(exiting_init, clock),
-                                    task_retries=3),
-              clock, "died while running worker_init", "exited with code 4")
-
-
-@pytest.mark.startmethod
-@pytest.mark.timeout(HANG_GUARD)
-@pytest.mark.parametrize("method", METHODS)
-def test_exception_in_worker_exit(method, clock):
-    run_fault(method, ValueError,
-              lambda pool: pool.map(square, range(40), worker_exit=partial(failing_exit, clock)),
-              clock, "worker_exit", "could not clean up")
+@pytest.mark.parametrize("run, expected_type, expected_text", MAP_FAULTS)
+def test_fault_in_a_map(method, run, expected_type, expected_text, clock):
+    run_fault(method, expected_type, partial(run, clock=clock), clock, *expected_text)
 
 
 # -- big messages -----------------------------------------------------------------------------
@@ -317,16 +296,6 @@ def test_results_and_arguments_larger_than_the_socket_buffer(method):
         assert all(len(blob) == BIG for _, blob in results)
         _assert_works(pool)
     assert_nothing_left(before)
-
-
-@pytest.mark.startmethod
-@pytest.mark.timeout(HANG_GUARD)
-@pytest.mark.parametrize("method", METHODS)
-def test_error_while_big_results_are_on_their_way(method, clock):
-    run_fault(method, ValueError,
-              lambda pool: pool.map(partial(big_result_or_raise_at, clock, 13), range(40),
-                                    chunk_size=1),
-              clock, "task 13", "Arg 0: 13", "failed among big results")
 
 
 # -- pickling ---------------------------------------------------------------------------------
@@ -345,15 +314,6 @@ def test_unpicklable_argument(method, clock):
 @pytest.mark.startmethod
 @pytest.mark.timeout(HANG_GUARD)
 @pytest.mark.parametrize("method", METHODS)
-def test_unpicklable_result(method, clock):
-    run_fault(method, TaskPicklingError,
-              lambda pool: pool.map(partial(lock_at, clock, 13), range(40)),
-              clock, "task 13", "Arg 0: 13", "could not be pickled")
-
-
-@pytest.mark.startmethod
-@pytest.mark.timeout(HANG_GUARD)
-@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("exc_type", [ErrorWithLock, ErrorThatBreaksEverything],
                          ids=lambda t: t.__name__)
 def test_exception_whose_own_pickling_fails(method, exc_type, clock):
@@ -363,15 +323,6 @@ def test_exception_whose_own_pickling_fails(method, exc_type, clock):
                     clock, "Arg 0: 13")
     if exc_type is ErrorWithLock:
         assert "unpicklable error from task 13" in str(exc)
-
-
-@pytest.mark.startmethod
-@pytest.mark.timeout(HANG_GUARD)
-@pytest.mark.parametrize("method", METHODS)
-def test_result_that_cannot_be_rebuilt_in_the_parent(method, clock):
-    run_fault(method, TaskPicklingError,
-              lambda pool: pool.map(partial(unloadable_at, clock, 13), range(40), chunk_size=1),
-              clock, "task 13", "could not be unpickled in the parent", "cannot be rebuilt")
 
 
 @pytest.mark.startmethod

@@ -189,15 +189,16 @@ def _errors(cell) -> list:
     return [o for o in cell.outputs if o["output_type"] == "error"]
 
 
-def _startup_file_installed() -> bool:
-    return os.path.exists(os.path.join(sys.prefix, "etc", "ipython", "startup",
-                                       "50-nbpool-magics.py"))
+@pytest.fixture(scope="module")
+def startup_file():
+    """Skips: a kernel has the magics auto-loaded only through the startup file pip installs."""
+    if not os.path.exists(os.path.join(sys.prefix, "etc", "ipython", "startup",
+                                       "50-nbpool-magics.py")):
+        pytest.skip("nbpool's IPython startup file is not installed in this environment")
 
 
 @pytest.fixture(scope="module")
-def magic_cells(tmp_path_factory):
-    if not _startup_file_installed():
-        pytest.skip("nbpool's IPython startup file is not installed in this environment")
+def magic_cells(startup_file, tmp_path_factory):
     return _run_notebook(CELLS, tmp_path_factory.mktemp("magics"))
 
 
@@ -241,21 +242,18 @@ def test_insights_option_shows_the_insights(magic_cells):
 
 
 @pytest.mark.notebook
-def test_autoload_can_be_turned_off(tmp_path):
-    if not _startup_file_installed():
-        pytest.skip("nbpool's IPython startup file is not installed in this environment")
+def test_autoload_can_be_turned_off(startup_file, tmp_path):
     cells = _run_notebook({"check": CELLS["autoloaded"]}, tmp_path, env={"NBPOOL_AUTOLOAD": "0"})
     assert "magic registered: False" in _text(cells["check"])
 
 
 @pytest.mark.notebook
 @pytest.mark.timeout(120)
-def test_interrupting_a_pmap_cell_stops_its_workers_and_raises(current_python_kernel):
+def test_interrupting_a_pmap_cell_stops_its_workers_and_raises(startup_file,
+                                                               current_python_kernel):
     """The Jupyter "interrupt kernel" button during %%pmap: KeyboardInterrupt, no workers left."""
     jupyter_client = pytest.importorskip("jupyter_client")
     psutil = pytest.importorskip("psutil")
-    if not _startup_file_installed():
-        pytest.skip("nbpool's IPython startup file is not installed in this environment")
     manager = jupyter_client.KernelManager(kernel_name=current_python_kernel)
     manager.start_kernel()
     client = manager.client()

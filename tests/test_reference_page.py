@@ -464,24 +464,25 @@ def _count_exit(worker_state):
     return worker_state["n"]
 
 
-def test_worker_lifespan_1_restarts_after_every_task():
-    # "each worker is restarted after finishing a single task": one exit per task, each after 1
-    with WorkerPool(n_jobs=4, use_worker_state=True, start_method=LIFESPAN_START_METHOD) as pool:
-        results = pool.map(_count_square, range(40), worker_lifespan=1, chunk_size=1,
+def _tasks_per_life(n_jobs: int, chunk_size: int) -> list[int]:
+    """With worker_lifespan=1, each exit result counts the tasks of one worker's life."""
+    with WorkerPool(n_jobs=n_jobs, use_worker_state=True,
+                    start_method=LIFESPAN_START_METHOD) as pool:
+        results = pool.map(_count_square, range(40), worker_lifespan=1, chunk_size=chunk_size,
                            worker_init=_count_init, worker_exit=_count_exit)
         exits = pool.get_exit_results()
     assert results == [x * x for x in range(40)]
-    assert exits == [1] * 40
+    return exits
+
+
+def test_worker_lifespan_1_restarts_after_every_task():
+    # "each worker is restarted after finishing a single task": one exit per task, each after 1
+    assert _tasks_per_life(n_jobs=4, chunk_size=1) == [1] * 40
 
 
 def test_worker_lifespan_finishes_the_current_chunk():
     # "a worker will finish the current chunk of tasks before restarting"
-    with WorkerPool(n_jobs=2, use_worker_state=True, start_method=LIFESPAN_START_METHOD) as pool:
-        results = pool.map(_count_square, range(40), worker_lifespan=1, chunk_size=4,
-                           worker_init=_count_init, worker_exit=_count_exit)
-        exits = pool.get_exit_results()
-    assert results == [x * x for x in range(40)]
-    assert exits == [4] * 10
+    assert _tasks_per_life(n_jobs=2, chunk_size=4) == [4] * 10
 
 
 # ---- progress bar -----------------------------------------------------------------------------

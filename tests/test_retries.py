@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import threading
 import time
 from functools import partial
 from pathlib import Path
@@ -19,7 +17,7 @@ import pytest
 from nbpool import WorkerPool
 from nbpool.engine.errors import WorkerDiedError
 from nbpool.engine.stats import Field
-from procs import all_text, assert_nothing_left, children
+from procs import all_text, assert_nothing_left, children, sigkill_when_pid_written
 
 pytestmark = pytest.mark.filterwarnings("ignore:start_method='fork':RuntimeWarning")
 
@@ -132,26 +130,12 @@ def test_retries_with_order_tasks_run_on_the_replacement_in_the_same_slot(tmp_pa
 def test_retry_after_sigkill_from_outside(tmp_path):
     """The OOM killer case: the map survives a SIGKILL and loses nothing."""
     pid_file = tmp_path / "pid"
-
-    def kill_when_ready():
-        deadline = time.monotonic() + 30
-        while not pid_file.exists() or not pid_file.read_text():
-            if time.monotonic() > deadline:
-                return
-            time.sleep(0.005)
-        os.kill(int(pid_file.read_text()), signal.SIGKILL)
-
-    killer = threading.Thread(target=kill_when_ready)
-    killer.start()
-    try:
-        with WorkerPool(n_jobs=2, keep_alive=True) as pool:
-            results = pool.map(partial(sleep_once_at, str(tmp_path), 30), range(80),
-                               chunk_size=4, task_retries=1)
-            assert results == squares(80)
-            assert _restarts(pool) >= 1
-            assert pool.map(abs, range(-5, 5)) == [5, 4, 3, 2, 1, 0, 1, 2, 3, 4]
-    finally:
-        killer.join()
+    with sigkill_when_pid_written(pid_file), WorkerPool(n_jobs=2, keep_alive=True) as pool:
+        results = pool.map(partial(sleep_once_at, str(tmp_path), 30), range(80),
+                           chunk_size=4, task_retries=1)
+        assert results == squares(80)
+        assert _restarts(pool) >= 1
+        assert pool.map(abs, range(-5, 5)) == [5, 4, 3, 2, 1, 0, 1, 2, 3, 4]
 
 
 # -- the error surfaces once the retries are used up ------------------------------------------

@@ -58,6 +58,17 @@ def _socket_of(conn) -> socket.socket | None:
         return None
 
 
+def _close_quietly(*objs) -> None:
+    """Ignores OSError: one end that fails to close must not keep the others open."""
+    for obj in objs:
+        if obj is None:
+            continue
+        try:
+            obj.close()
+        except OSError:
+            pass
+
+
 class Channel:
     """The parent's end: buffers outgoing frames and assembles incoming ones, non-blocking."""
 
@@ -182,13 +193,7 @@ class Channel:
         self._out.clear()
         shm.close_all(self._header_fds)
         self._header_fds = []
-        for closable in (self.sock, self.conn):
-            if closable is None:
-                continue
-            try:
-                closable.close()
-            except OSError:
-                pass
+        _close_quietly(self.sock, self.conn)
 
 
 class Link:
@@ -266,10 +271,4 @@ class Link:
         return data
 
     def close(self) -> None:
-        for closable in (self.sock, self.conn):
-            if closable is None:
-                continue
-            try:
-                closable.close()
-            except OSError:
-                pass
+        _close_quietly(self.sock, self.conn)
