@@ -819,3 +819,24 @@ def test_warnings_point_at_the_callers_line():
         with WorkerPool(n_jobs=1) as pool:
             assert list(pool.imap(abs, (x for x in range(3)))) == [0, 1, 2]
     assert [w.filename for w in record] == [__file__]
+
+
+def _private_memory_growth_of_a_full_collection() -> int:
+    import gc
+
+    import psutil
+
+    before = psutil.Process().memory_full_info().uss
+    gc.collect()
+    return psutil.Process().memory_full_info().uss - before
+
+
+@pytest.mark.filterwarnings("ignore:start_method='fork':RuntimeWarning")
+def test_a_forked_worker_collecting_garbage_does_not_copy_the_parents_heap():
+    """A full collection visits every object it tracks. In a forked worker that would write
+    to (and so copy) every page of the parent's heap it inherited: ~50 MB here."""
+    heap = [{"n": i, "items": [i]} for i in range(200_000)]
+    with WorkerPool(n_jobs=1, start_method="fork") as pool:
+        grown = pool.apply(_private_memory_growth_of_a_full_collection)
+    assert len(heap) == 200_000
+    assert grown < 10 * 2**20, f"the worker's private memory grew by {grown / 2**20:.0f} MB"

@@ -9,6 +9,7 @@ once the chunk is done, unless a task kept a view of it.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import itertools
 import os
@@ -453,6 +454,10 @@ def _prepare_process(setup: WorkerSetup) -> None:
     # Ctrl-C and a Jupyter interrupt are for the parent: it stops the workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    # What the process inherited (under fork: the user's whole heap) leaves the garbage
+    # collector's view: a full collection writes to every object it tracks, and so copied
+    # every inherited page (a 200,000-dict heap: +56 MB of private memory per worker).
+    gc.freeze()
     close_inherited_parent_ends()  # nothing to close unless forked from the parent
     if setup.die_with_parent:
         die_with_parent(setup.parent_pid)
