@@ -410,6 +410,7 @@ def test_no_leak_after_keyboard_interrupt():
     [[np.array(1.0)], [np.array(2.0)]],  # 0-d: numpy raises
     [[np.ones(3)], [[1.0, 2.0]]],  # a list among arrays
     [[]],
+    [[], [np.ones(3)], [np.zeros(3)]],  # an empty part first
 ])
 @pytest.mark.parametrize("expected_results", ["exact", "more", "fewer", None])
 def test_map_output_equals_numpy_concatenate(parts, expected_results):
