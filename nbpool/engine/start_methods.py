@@ -17,7 +17,7 @@ import warnings
 from ..warn import warn_user
 
 START_METHODS = ("auto", "fork", "forkserver", "spawn", "threading")
-_PRELOAD = ["nbpool.engine.worker"]
+_PRELOAD = ["nbpool.engine.worker", "multiprocessing.popen_forkserver"]
 
 
 def available_methods() -> list[str]:
