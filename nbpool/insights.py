@@ -85,7 +85,8 @@ class Insights:
             out[f"{phase}_time_mean"] = format_seconds(mean)
             out[f"{phase}_time_std"] = format_seconds(std)
             out[f"{phase}_ratio"] = raw[f"{phase}_ratio"]
-        out["top_5_max_task_durations"] = [format_seconds(s) for s in raw["top_5_max_task_durations"]]
+        out["top_5_max_task_durations"] = [
+            format_seconds(s) for s in raw["top_5_max_task_durations"]]
         out["top_5_max_task_args"] = raw["top_5_max_task_args"]
         return out
 
@@ -125,5 +126,6 @@ class Insights:
         if self.top_tasks:
             lines += ["", "Top 5 longest tasks:"]
             for rank, (index, (seconds, text)) in enumerate(self.top_tasks, 1):
-                lines.append(f"  {rank}. {format_seconds(seconds)} (task {index}) {' | '.join(text.splitlines())}")
+                arguments = " | ".join(text.splitlines())
+                lines.append(f"  {rank}. {format_seconds(seconds)} (task {index}) {arguments}")
         return "\n".join(lines)

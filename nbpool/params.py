@@ -89,7 +89,8 @@ def cpu_ids(value: Any, n: int) -> list[list[int]] | None:
             if not _is_int(cpu):
                 raise TypeError(f"cpu_ids entries must be ints, got {cpu!r}")
             if cpu < 0 or cpu >= n_cpus:
-                raise ValueError(f"cpu_ids entry {cpu} is not a CPU of this machine (0..{n_cpus - 1})")
+                raise ValueError(
+                    f"cpu_ids entry {cpu} is not a CPU of this machine (0..{n_cpus - 1})")
         result.append(ids)
     return result * n if len(result) == 1 else result
 

@@ -349,7 +349,8 @@ class WorkerPool:
             engine.terminate()
             self._fail_pending_applies(RuntimeError("Pool was terminated"))
             if progress is not None:
-                outcome = "interrupted" if isinstance(exc, (KeyboardInterrupt, GeneratorExit)) else "error"
+                interrupted = isinstance(exc, (KeyboardInterrupt, GeneratorExit))
+                outcome = "interrupted" if interrupted else "error"
                 progress.close(outcome, f"{type(exc).__name__}: {exc}")
                 progress = None
             self._finish_views()
@@ -411,7 +412,8 @@ class WorkerPool:
             WorkersView(self.worker_status, render.workers_html, render.workers_text).show())
 
     def show_insights(self) -> None:
-        """Show the insights: a widget in Jupyter (updating while this pool works), text elsewhere."""
+        """Show the insights: a widget in Jupyter (updating while this pool works), text
+        elsewhere."""
         if self.insights() is None or not frontend.widgets_available():
             self.print_insights()
             return
@@ -536,7 +538,8 @@ class WorkerPool:
         """Print a readable report of the insights."""
         snapshot = self.insights()
         if snapshot is None:
-            print("No profiling stats available. Try to run a function first with insights enabled.")
+            print("No profiling stats available. "
+                  "Try to run a function first with insights enabled.")
             return
         print(snapshot.report())
 

@@ -683,7 +683,8 @@ class Engine:
                 jobs = [item.job]
             else:
                 timeout = self.init_timeout if kind == "worker_init" else self.exit_timeout
-                error = TimeoutError(f"Worker-{slot.worker_id} {kind} timed out (timeout={timeout})")
+                error = TimeoutError(
+                    f"Worker-{slot.worker_id} {kind} timed out (timeout={timeout})")
                 jobs = list(self.jobs.values())
             slot.stopping = True  # its end is expected now
             self._kill([slot])

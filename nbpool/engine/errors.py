@@ -135,7 +135,8 @@ def task_failure(
         header = f"Exception in Worker-{worker_id} in {during}:"
         note = f"(raised in Worker-{worker_id}, in {during})"
     else:
-        header = f"Exception in Worker-{worker_id} while running a task with these arguments:\n{args_text}"
+        header = (f"Exception in Worker-{worker_id} while running a task with these "
+                  f"arguments:\n{args_text}")
         first = args_text.splitlines()[0] if args_text else ""
         note = f"(raised in Worker-{worker_id}; task arguments: {first})"
     exc.__cause__ = RemoteTraceback(f"\n\n{header}\n\n{tb_text}")

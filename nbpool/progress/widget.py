@@ -63,7 +63,8 @@ class BarRow:
                 self.bar.bar_style = _BAR_STYLE[model.outcome]
             else:  # unknown length: a full bar that counts, neutral until the end
                 self.bar.max = self.bar.value = 1.0
-                self.bar.bar_style = "info" if model.outcome == "running" else _BAR_STYLE[model.outcome]
+                running = model.outcome == "running"
+                self.bar.bar_style = "info" if running else _BAR_STYLE[model.outcome]
             self.bar.description = model.desc
         figures = f"{model.count_text()} {model.timing_text()}"
         if model.outcome in ("error", "interrupted"):
@@ -114,7 +115,8 @@ class WidgetProgress:
                 row = BarRow(model)
                 self.nested[key] = row
                 main = [self.row.box] if self.row else []
-                self.widget.children = tuple(main + [self.nested[k].box for k in sorted(self.nested)])
+                nested = [self.nested[k].box for k in sorted(self.nested)]
+                self.widget.children = tuple(main + nested)
             else:
                 row.model = model
             row.report_id = report["id"]

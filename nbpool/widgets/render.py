@@ -29,7 +29,8 @@ def _table(headers: list[str], rows: list[list[str]], row_class: str = "") -> st
     body = []
     for cells in rows:
         attr = f" class='{row_class}'" if row_class else ""
-        body.append(f"<tr{attr}>" + "".join(f"<td style='{_CELL}'>{c}</td>" for c in cells) + "</tr>")
+        row = "".join(f"<td style='{_CELL}'>{c}</td>" for c in cells)
+        body.append(f"<tr{attr}>{row}</tr>")
     return ("<table style='border-collapse:collapse;font-size:0.9em'>"
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
 
@@ -58,7 +59,8 @@ def insights_html(raw: dict, top_tasks: list) -> str:
         f"<span style='display:inline-block;width:10px;height:10px;background:{PHASE_COLOURS[p]}'>"
         f"</span> {_e(p.replace('_', ' '))} {raw[f'{p}_ratio']:.1%}" for p in PHASES)
     rows = [[_e(w), _e(raw["n_completed_tasks"][w]), _stacked_bar(per_worker[w], longest),
-             _e(format_seconds(per_worker[w]["working"])), _e(format_seconds(sum(per_worker[w].values())))]
+             _e(format_seconds(per_worker[w]["working"])),
+             _e(format_seconds(sum(per_worker[w].values())))]
             for w in range(n_workers)]
     parts = [
         f"<div><b>nbpool insights</b>: {sum(raw['n_completed_tasks'])} tasks completed, "
