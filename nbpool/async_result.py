@@ -23,7 +23,7 @@ class AsyncResult:
         self.job_id: int | None = None
 
     # called by the engine
-    def _set_result(self, index: int, results: list, top, seconds: float) -> None:
+    def _set_result(self, index: int, results: list, top, seconds: float, nbytes: int) -> None:
         self._value = results[0]
         self._pool._apply_done(self)
         if self._callback is not None:

@@ -62,19 +62,28 @@ def _split_sizes(chunk_size: Fraction) -> Iterator[int]:
 
 class WorkMeter:
     """What a map's tasks cost so far: the workers' time on the tasks finished (as their
-    replies report it), and the bytes of the tasks sent. ``adaptive_sizes`` sizes chunks by it."""
+    replies report it), the bytes of their results, and the bytes of the tasks sent.
+    ``adaptive_sizes`` sizes chunks by it."""
 
-    __slots__ = ("tasks", "seconds", "tasks_sent", "bytes_sent")
+    __slots__ = ("tasks", "seconds", "result_bytes", "tasks_sent", "bytes_sent")
 
     def __init__(self) -> None:
         self.tasks = 0
         self.seconds = 0.0
+        self.result_bytes = 0
         self.tasks_sent = 0
         self.bytes_sent = 0
 
-    def add(self, tasks: int, seconds: float) -> None:
+    def add(self, tasks: int, seconds: float, result_bytes: int = 0) -> None:
         self.tasks += tasks
         self.seconds += seconds
+        self.result_bytes += result_bytes
+
+    def bytes_per_task(self) -> float:
+        """The larger of a task's arguments and its result, in bytes (0 before any news)."""
+        sent = self.bytes_sent / self.tasks_sent if self.tasks_sent else 0.0
+        returned = self.result_bytes / self.tasks if self.tasks else 0.0
+        return max(sent, returned)
 
     def sent(self, tasks: int, nbytes: int) -> None:
         self.tasks_sent += tasks
@@ -94,11 +103,11 @@ def adaptive_sizes(
     sizes, each capped at the remaining tasks' share per worker (guided scheduling). Once
     ``meter`` knows what a task costs, no chunk holds less than ``MIN_CHUNK_SECONDS`` of work
     (a million tiny tasks need few messages), unless that is more than an even split of the
-    tasks not yet done, than ``most``, or than ``MAX_CHUNK_BYTES`` of arguments. A map whose
-    plan is one task per chunk (at most 64 tasks per worker) does not grow: it costs a few
-    milliseconds at most, and a worker that dies in a one-task chunk is reported with its
-    exact task. Sizes are drawn one at a time, just before each chunk is sent, so they always
-    see the latest measurements.
+    tasks not yet done, than ``most``, or than ``MAX_CHUNK_BYTES`` of arguments or results
+    (the larger). A map whose plan is one task per chunk (at most 64 tasks per worker) does
+    not grow: it costs a few milliseconds at most, and a worker that dies in a one-task chunk
+    is reported with its exact task. Sizes are drawn one at a time, just before each chunk is
+    sent, so they always see the latest measurements.
     """
     regular = _split_sizes(chunk_size)
     ramp = 1
@@ -116,8 +125,9 @@ def adaptive_sizes(
             share = math.ceil((n_tasks - given) / (TAIL_CHUNKS_PER_WORKER * n_jobs))
             even = math.ceil(max(0, n_tasks - meter.tasks) / n_jobs)
             floor = min(enough, even, most if most is not None else even) if may_grow else 1
-            if meter.bytes_sent:  # big arguments: a grown chunk must not need a huge segment
-                floor = min(floor, max(1, MAX_CHUNK_BYTES * meter.tasks_sent // meter.bytes_sent))
+            task_bytes = meter.bytes_per_task()
+            if task_bytes:  # big arguments or results: no huge segment for a grown chunk
+                floor = min(floor, max(1, int(MAX_CHUNK_BYTES // task_bytes)))
             size = max(1, min(size, share), floor)
         given += size
         yield size

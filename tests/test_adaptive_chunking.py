@@ -10,6 +10,7 @@ import itertools
 import time
 from fractions import Fraction
 
+import numpy as np
 import pytest
 
 from nbpool import WorkerPool
@@ -161,3 +162,52 @@ def test_adaptive_chunks_of_big_arguments_grow_no_larger_than_a_segment_should_b
     meter.sent(1, 8 * 1024 * 1024)  # an 8 MB array per task
     meter.add(1, 1e-6)  # that takes a microsecond
     assert next(sizes) == 2  # 16 MB, not the thousands of tasks 2 ms of work would hold
+
+
+def test_adaptive_chunks_of_big_results_grow_no_larger_than_a_segment_should_be():
+    meter = WorkMeter()
+    sizes = adaptive_sizes(Fraction(100), 100_000, 2, meter)
+    next(sizes)
+    meter.sent(1, 100)  # a small argument
+    meter.add(1, 1e-6, 4 * 1024 * 1024)  # that makes a 4 MB result in a microsecond
+    assert next(sizes) == 4
+
+
+def numbered_block(x):
+    block = np.empty(25_000)  # a 200 KB result in microseconds (nothing is written to it)
+    block[0] = x
+    return block
+
+
+@pytest.fixture
+def drawn_sizes(monkeypatch):
+    """The chunk sizes a pool's automatic chunking draws, in order."""
+    import nbpool.pool
+
+    drawn: list[int] = []
+    real = nbpool.pool.adaptive_sizes
+
+    def recording(*args, **kwargs):
+        for size in real(*args, **kwargs):
+            drawn.append(size)
+            yield size
+
+    monkeypatch.setattr(nbpool.pool, "adaptive_sizes", recording)
+    return drawn
+
+
+def test_a_map_of_cheap_tasks_is_sent_in_few_chunks(drawn_sizes):
+    with WorkerPool(n_jobs=2) as pool:
+        assert pool.map(square, range(20_000)) == [x * x for x in range(20_000)]
+    assert sum(drawn_sizes) >= 20_000
+    assert len(drawn_sizes) < 40  # the regular plan: 128 chunks, after a ramp of 8
+
+
+def test_a_map_of_cheap_tasks_with_big_results_keeps_its_chunks_small(drawn_sizes):
+    """2 ms of these tasks would make chunks of ~2000 results (400 MB in one message); they
+    stay within MAX_CHUNK_BYTES (16 MB: 83 results of 200 KB and a little pickle)."""
+    with WorkerPool(n_jobs=2) as pool:
+        numbers = [int(block[0]) for block in pool.imap(numbered_block, range(4000))]
+    assert numbers == list(range(4000))
+    assert max(drawn_sizes) <= 84
+    assert max(drawn_sizes) > 32  # the regular size (4000 / 128): they did grow

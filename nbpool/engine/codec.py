@@ -89,12 +89,12 @@ def _layout_of(payload) -> tuple[list, int]:
     return layout, position
 
 
-def carried_bytes(outgoing: Outgoing) -> int:
-    """How much data a message moves: its pickle and the buffers in its segment."""
-    if outgoing.payload[:1] != SEGMENT_MARK:
-        return len(outgoing.payload)
-    layout, _ = _layout_of(outgoing.payload)
-    return len(outgoing.payload) + sum(length for _, length in layout)
+def carried_bytes(payload) -> int:
+    """How much data a frame moves: its pickle and the buffers in its segment."""
+    if payload[:1] != SEGMENT_MARK:
+        return len(payload)
+    layout, _ = _layout_of(payload)
+    return len(payload) + sum(length for _, length in layout)
 
 
 def decode(payload, fds: list) -> Incoming:

@@ -60,7 +60,8 @@ class Job:
     def __init__(
         self,
         spec: JobSpec | None,
-        on_result: Callable[[int, list, Any, float], None],
+        # (chunk index, results, top tasks, working seconds, bytes the results took)
+        on_result: Callable[[int, list, Any, float, int], None],
         on_failure: Callable[[BaseException], None],
         task_timeout: float | None = None,
         on_lease: Callable[[int, "Lease"], None] | None = None,
@@ -525,6 +526,7 @@ class Engine:
 
     def _receive(self, slot: WorkerSlot, payload, fds: list) -> None:
         """Decodes one frame from a worker and handles its message."""
+        nbytes = codec.carried_bytes(payload)
         try:
             incoming = codec.decode(payload, fds)
         except Exception as exc:  # e.g. a result whose class cannot be rebuilt in the parent
@@ -536,7 +538,7 @@ class Engine:
             else:
                 shm.close(fd)
         lease = Lease(incoming.mapped, slot) if incoming.mapped is not None else None
-        claimed = self._handle(slot, incoming.message, lease)
+        claimed = self._handle(slot, incoming.message, lease, nbytes)
         del incoming
         if lease is not None and not claimed:
             lease.release()  # back to the worker, unless something still views the data
@@ -561,7 +563,8 @@ class Engine:
                 f"parent: {type(exc).__name__}: {errors.safe_str(exc)}"
             ))
 
-    def _handle(self, slot: WorkerSlot, message: tuple, lease: Lease | None = None) -> bool:
+    def _handle(self, slot: WorkerSlot, message: tuple, lease: Lease | None = None,
+                nbytes: int = 0) -> bool:
         """Acts on one message; True if a job took ``lease`` (it then releases it)."""
         tag = message[0]
         if tag == RESULT:
@@ -573,7 +576,7 @@ class Engine:
             if item is not None:
                 slot.tasks_since_start += item.size
                 if item.job.error is None:
-                    item.job.on_result(index, results, top, seconds)
+                    item.job.on_result(index, results, top, seconds, nbytes)
                     if lease is not None and item.job.on_lease is not None:
                         item.job.on_lease(index, lease)
                         claimed = True

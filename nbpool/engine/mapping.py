@@ -69,9 +69,9 @@ class MapRun:
         self.next_index = 0
         self.rr_next = 0
 
-    def _on_result(self, index: int, results: list, top, seconds: float) -> None:
+    def _on_result(self, index: int, results: list, top, seconds: float, nbytes: int) -> None:
         if self.meter is not None:
-            self.meter.add(self.sizes.get(index, len(results)), seconds)
+            self.meter.add(self.sizes.get(index, len(results)), seconds, nbytes)
         self.done[index] = results
         self.done_order.append(index)
         if top and self.on_top_tasks is not None:
@@ -141,7 +141,7 @@ class MapRun:
             engine.send_chunk(slot, self.job, chunk.index, chunk.start, chunk.size,
                               chunk.args, chunk.kind, payload)
             if self.meter is not None:
-                self.meter.sent(chunk.size, codec.carried_bytes(payload))
+                self.meter.sent(chunk.size, codec.carried_bytes(payload.payload))
             self.pending = None
             self.rr_next += 1
             self.active_tasks += chunk.size
