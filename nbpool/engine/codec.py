@@ -30,12 +30,14 @@ _ENTRY = struct.Struct("<QQ")
 class Outgoing(NamedTuple):
     payload: bytes
     fds: list  # descriptors to send with the frame; the sender gives them away
+    nbytes: int  # the data it moves: the pickle and the buffers in its segment
 
 
 class Incoming(NamedTuple):
     message: Any
     mapped: "shm.Mapped | None"  # the segment the message's buffers live in
     returned: list  # descriptors given back for reuse
+    nbytes: int  # the data it moved: the pickle and the buffers in its segment
 
 
 def large_buffers_into(buffers: list) -> Callable[[pickle.PickleBuffer], bool]:
@@ -66,16 +68,21 @@ def encode(message: Any, segments: "shm.SegmentPool | None", dump=dumps) -> Outg
     """Pickles ``message`` (with ``dump``); with ``segments``, its large buffers go to shared
     memory."""
     if segments is None:
-        return Outgoing(dump(message), [])
+        return _in_stream(dump(message))
     buffers: list[memoryview] = []
     stream = dump(message, buffer_callback=large_buffers_into(buffers))
     if not buffers:
-        return Outgoing(stream, [])
+        return _in_stream(stream)
     try:
         fd, layout = segments.write(buffers)
     except OSError:  # no shared memory to be had: the pipe still works
-        return Outgoing(dump(message), [])
-    return Outgoing(with_layout(stream, layout), [fd])
+        return _in_stream(dump(message))
+    payload = with_layout(stream, layout)
+    return Outgoing(payload, [fd], len(payload) + sum(length for _, length in layout))
+
+
+def _in_stream(payload: bytes) -> Outgoing:
+    return Outgoing(payload, [], len(payload))
 
 
 def _layout_of(payload) -> tuple[list, int]:
@@ -89,19 +96,11 @@ def _layout_of(payload) -> tuple[list, int]:
     return layout, position
 
 
-def carried_bytes(payload) -> int:
-    """How much data a frame moves: its pickle and the buffers in its segment."""
-    if payload[:1] != SEGMENT_MARK:
-        return len(payload)
-    layout, _ = _layout_of(payload)
-    return len(payload) + sum(length for _, length in layout)
-
-
 def decode(payload, fds: list) -> Incoming:
     """The message of a frame; its buffers are views of the mapped segment, if it has one."""
     if payload[:1] != SEGMENT_MARK:
         try:
-            return Incoming(loads(payload), None, list(fds))
+            return Incoming(loads(payload), None, list(fds), len(payload))
         except BaseException:
             shm.close_all(fds)
             raise
@@ -120,4 +119,5 @@ def decode(payload, fds: list) -> Incoming:
         shm.close_all(fds[1:])
         raise
     mapped.views = None  # the rebuilt objects hold what they use
-    return Incoming(message, mapped, list(fds[1:]))
+    nbytes = len(payload) + sum(length for _, length in layout)
+    return Incoming(message, mapped, list(fds[1:]), nbytes)

@@ -336,7 +336,7 @@ class Engine:
 
     def _send(self, slot: WorkerSlot, payload: bytes | codec.Outgoing) -> None:
         if isinstance(payload, codec.Outgoing):
-            payload, fds = payload
+            payload, fds = payload.payload, payload.fds
         else:
             fds = []
         if slot.returnable and slot.channel.can_pass_fds:  # its own segments, back for reuse
@@ -526,7 +526,6 @@ class Engine:
 
     def _receive(self, slot: WorkerSlot, payload, fds: list) -> None:
         """Decodes one frame from a worker and handles its message."""
-        nbytes = codec.carried_bytes(payload)
         try:
             incoming = codec.decode(payload, fds)
         except Exception as exc:  # e.g. a result whose class cannot be rebuilt in the parent
@@ -538,7 +537,7 @@ class Engine:
             else:
                 shm.close(fd)
         lease = Lease(incoming.mapped, slot) if incoming.mapped is not None else None
-        claimed = self._handle(slot, incoming.message, lease, nbytes)
+        claimed = self._handle(slot, incoming.message, lease, incoming.nbytes)
         del incoming
         if lease is not None and not claimed:
             lease.release()  # back to the worker, unless something still views the data

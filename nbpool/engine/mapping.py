@@ -73,7 +73,8 @@ class MapRun:
         if self.meter is not None:
             self.meter.add(self.sizes.get(index, len(results)), seconds, nbytes)
         self.done[index] = results
-        self.done_order.append(index)
+        if not self.ordered:
+            self.done_order.append(index)
         if top and self.on_top_tasks is not None:
             self.on_top_tasks(index, top)
 
@@ -141,7 +142,7 @@ class MapRun:
             engine.send_chunk(slot, self.job, chunk.index, chunk.start, chunk.size,
                               chunk.args, chunk.kind, payload)
             if self.meter is not None:
-                self.meter.sent(chunk.size, codec.carried_bytes(payload.payload))
+                self.meter.sent(chunk.size, payload.nbytes)
             self.pending = None
             self.rr_next += 1
             self.active_tasks += chunk.size
@@ -194,24 +195,22 @@ class MapRun:
         )
 
     # -- results -------------------------------------------------------------------------
+    def _next_ready(self) -> int | None:
+        """The index of the next chunk to hand over, if its results are in."""
+        if not self.ordered:
+            return self.done_order.popleft() if self.done_order else None
+        if self.next_index not in self.done:
+            return None
+        self.next_index += 1
+        return self.next_index - 1
+
     def _ready(self) -> Iterator[list]:
-        if self.ordered:
-            while self.next_index in self.done:
-                index = self.next_index
-                self.next_index += 1
-                self.active_tasks -= self.sizes.pop(index)
-                part = self.done.pop(index)
-                yield part
-                del part
-                self._release(index)
-        else:
-            while self.done_order:
-                index = self.done_order.popleft()
-                self.active_tasks -= self.sizes.pop(index)
-                part = self.done.pop(index)
-                yield part
-                del part
-                self._release(index)
+        while (index := self._next_ready()) is not None:
+            self.active_tasks -= self.sizes.pop(index)
+            part = self.done.pop(index)
+            yield part
+            del part
+            self._release(index)
 
     def _finished(self) -> bool:
         return (self.exhausted and self.pending is None and not self.sizes
