@@ -531,11 +531,7 @@ class Engine:
         except Exception as exc:  # e.g. a result whose class cannot be rebuilt in the parent
             self._unreadable_reply(slot, exc)
             return
-        for fd in incoming.returned:  # our segments, free again
-            if self.segments is not None:
-                self.segments.give_back(fd)
-            else:
-                shm.close(fd)
+        shm.take_back(self.segments, incoming.returned)
         lease = Lease(incoming.mapped, slot) if incoming.mapped is not None else None
         claimed = self._handle(slot, incoming.message, lease, incoming.nbytes)
         del incoming

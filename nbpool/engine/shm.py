@@ -147,6 +147,15 @@ class SegmentPool:
         self._free.clear()
 
 
+def take_back(segments: SegmentPool | None, fds: Iterable[int]) -> None:
+    """Segments the other side gave back: kept for reuse, or closed if this side sends none."""
+    for fd in fds:
+        if segments is not None:
+            segments.give_back(fd)
+        else:
+            close(fd)
+
+
 _libc = None
 
 

@@ -166,11 +166,7 @@ class Worker:
     def receive(self) -> list:
         payload, fds = self.link.recv()
         incoming = codec.decode(payload, fds)
-        for fd in incoming.returned:  # our result segments, free again
-            if self.segments is not None:
-                self.segments.give_back(fd)
-            else:
-                shm.close(fd)
+        shm.take_back(self.segments, incoming.returned)  # our result segments, free again
         self.inputs = incoming.mapped
         return list(incoming.message)
 
