@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 ITEM_NAME = "_nbpool_pmap_item"
+BODY_FIRST_LINE = 2  # a %%pmap cell's body starts after the magic line
 _IN = re.compile(r"\bin\b")
 
 
@@ -53,31 +54,30 @@ def split_loop_header(text: str) -> LoopHeader | None:
 
 def split_function_and_iterable(text: str) -> tuple[str, str] | None:
     """``'f range(10)'`` or ``'lambda x: x + 1 range(3)'`` -> (function, iterable) sources."""
-    for match in re.finditer(r"\s+", text.strip()):
-        left, right = text.strip()[: match.start()], text.strip()[match.end():]
+    text = text.strip()
+    for match in re.finditer(r"\s+", text):
+        left, right = text[: match.start()], text[match.end():]
         if _parses(left, "eval") and _parses(right, "eval"):
             return left, right
     return None
 
 
-def _body_module(body: str, filename: str, first_line: int) -> ast.Module:
+def body_module(body: str, filename: str) -> ast.Module:
+    """The cell body parsed with the line numbers of the cell (it starts on line 2, after the
+    magic line), so that syntax errors and tracebacks name the lines the user sees."""
     try:
         tree = ast.parse(body, filename=filename)
     except SyntaxError as exc:
-        exc.lineno = (exc.lineno or 1) + first_line - 1
+        exc.lineno = (exc.lineno or 1) + BODY_FIRST_LINE - 1
         raise
-    ast.increment_lineno(tree, first_line - 1)
+    ast.increment_lineno(tree, BODY_FIRST_LINE - 1)
     return tree
 
 
-def loop_body_function(header: LoopHeader, body: str, namespace: dict, filename: str,
-                       first_line: int = 2) -> Callable[[Any], Any]:
-    """A function of one item that binds ``header.target`` and runs ``body``.
-
-    ``first_line`` is the cell line where ``body`` starts (2: after the magic line), so that
-    tracebacks name the lines the user sees.
-    """
-    tree = _body_module(body, filename, first_line)
+def loop_body_function(header: LoopHeader, body: str, namespace: dict,
+                       filename: str) -> Callable[[Any], Any]:
+    """A function of one item that binds ``header.target`` and runs ``body``."""
+    tree = body_module(body, filename)
     statements = list(tree.body)
     if statements and isinstance(statements[-1], ast.Expr):
         last = statements[-1]
@@ -85,10 +85,9 @@ def loop_body_function(header: LoopHeader, body: str, namespace: dict, filename:
     bind = ast.parse(f"{header.target} = {ITEM_NAME}").body[0]
     for node in ast.walk(bind):
         if hasattr(node, "lineno"):
-            node.lineno = node.end_lineno = first_line - 1
+            node.lineno = node.end_lineno = BODY_FIRST_LINE - 1  # the magic line
     function = ast.parse(f"def pmap_cell({ITEM_NAME}):\n    pass").body[0]
     function.body = [bind] + (statements or [ast.Pass()])
-    ast.increment_lineno(function, first_line - 2)
     module = ast.Module(body=[function], type_ignores=[])
     ast.fix_missing_locations(module)
     scope: dict = {}
@@ -96,9 +95,9 @@ def loop_body_function(header: LoopHeader, body: str, namespace: dict, filename:
     return scope["pmap_cell"]
 
 
-def single_function_name(body: str) -> str:
+def single_function_name(body: str | ast.Module) -> str:
     """The name of the one function a cell defines (the ``%%pmap ITERABLE`` form)."""
-    tree = ast.parse(body)
+    tree = ast.parse(body) if isinstance(body, str) else body
     names = [node.name for node in tree.body
              if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
     if len(names) != 1:
@@ -120,9 +119,18 @@ class CellTask:
         self.func = func
         self.filename = filename
         self.source = source
+        cache_source(filename, source)
+
+    def __setstate__(self, state: dict) -> None:
+        """In a worker: the cell's lines go to its linecache once, not at every task."""
+        self.__dict__.update(state)
+        cache_source(self.filename, self.source)
 
     def __call__(self, item):
-        if self.filename not in linecache.cache:
-            lines = self.source.splitlines(keepends=True)
-            linecache.cache[self.filename] = (len(self.source), None, lines, self.filename)
         return self.func(item)
+
+
+def cache_source(filename: str, source: str) -> None:
+    """Puts a cell's lines in linecache (with no file behind them), unless they are there."""
+    if filename not in linecache.cache:
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)

@@ -115,22 +115,18 @@ class PmapMagics(Magics):
         loop = cellcode.split_loop_header(header)
         if loop is not None:
             iterable = self._evaluate(loop.iterable, namespace)
-            try:
-                func = cellcode.loop_body_function(loop, body, namespace, filename)
-            except SyntaxError:
-                raise  # IPython shows it with the cell's line
+            # a SyntaxError in the body carries the cell's line: IPython shows it
+            func = cellcode.loop_body_function(loop, body, namespace, filename)
             return cellcode.CellTask(func, filename, source), iterable
+        tree = cellcode.body_module(body, filename)
         try:
-            name = cellcode.single_function_name(body)
+            name = cellcode.single_function_name(tree)
         except cellcode.CellSyntaxError as exc:
             raise UsageError(f"%pmap: {exc}") from None
-        except SyntaxError:
-            raise
         if not cellcode._parses(header, "eval"):
             raise UsageError(f"%pmap: {header!r} is neither 'TARGET in ITERABLE' nor an "
                              f"iterable expression\n{USAGE}")
         iterable = self._evaluate(header, namespace)
-        tree = cellcode._body_module(body, filename, 2)
         exec(compile(tree, filename, "exec"), namespace)  # defines the function, as a cell would
         return namespace[name], iterable
 
@@ -147,10 +143,8 @@ class PmapMagics(Magics):
         try:
             return self.shell.compile.cache(source, self.shell.execution_count, raw_code=source)
         except Exception:
-            import linecache
-
             filename = f"<pmap cell {self.shell.execution_count}>"
-            linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+            cellcode.cache_source(filename, source)
             return filename
 
     # -- running ---------------------------------------------------------------------------
@@ -163,15 +157,12 @@ class PmapMagics(Magics):
         except TypeError:  # a generator, zip, a file...: the results list is as long anyway
             iterable = list(iterable)
             length = len(iterable)
-        chunk_size = options.chunk_size
-        if chunk_size is not None and chunk_size == int(chunk_size):
-            chunk_size = int(chunk_size)
         # every item is one argument, as with the builtin map (tuples are not unpacked)
         items = make_single_arguments(iterable, generator=True)
         with WorkerPool(n_jobs=options.n_jobs, start_method=options.start_method,
                         enable_insights=options.insights) as pool:
             run = pool.map_unordered if options.unordered else pool.map
-            results = run(func, items, iterable_len=length, chunk_size=chunk_size,
+            results = run(func, items, iterable_len=length, chunk_size=options.chunk_size,
                           progress_bar=not options.no_progress)
             if options.insights:
                 pool.show_insights()
