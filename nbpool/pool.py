@@ -421,7 +421,7 @@ class WorkerPool:
         from .widgets.views import InsightsView
 
         self._live_views.add(InsightsView(
-            self.insights, lambda ins: render.insights_html(ins.raw(), ins.top_tasks),
+            self.insights, Insights._repr_html_,
             lambda ins: render.insights_text(ins.raw())).show())
 
     # -- the apply family ----------------------------------------------------------------

@@ -25,6 +25,24 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
+class Throttle:
+    """Allows an action at most ``min_interval`` seconds apart (a redraw, a report)."""
+
+    def __init__(self, min_interval: float = DEFAULT_MIN_INTERVAL,
+                 clock: Callable[[], float] = time.monotonic):
+        self.min_interval = min_interval
+        self._clock = clock
+        self._last: float | None = None
+
+    def due(self, force: bool = False) -> bool:
+        """True when the action is allowed now (always with ``force``); remembers it."""
+        now = self._clock()
+        if not force and self._last is not None and now - self._last < self.min_interval:
+            return False
+        self._last = now
+        return True
+
+
 class ProgressModel:
     """Count, total, timing and outcome of one map."""
 
@@ -37,11 +55,15 @@ class ProgressModel:
         self.n = 0
         self.outcome = "running"
         self.message = ""
-        self.min_interval = min_interval
         self._clock = clock
+        self._throttle = Throttle(min_interval, clock)
         self.started = clock()
         self.finished: float | None = None
-        self._last_draw: float | None = None
+
+    @classmethod
+    def from_options(cls, total: int | None, options: dict) -> "ProgressModel":
+        """A model described by tqdm-style ``progress_bar_options`` (desc, unit)."""
+        return cls(total, str(options.get("desc") or ""), str(options.get("unit") or "it"))
 
     # -- changes -------------------------------------------------------------------------
     def set_count(self, n: int) -> None:
@@ -63,11 +85,7 @@ class ProgressModel:
 
     def due(self) -> bool:
         """True when a redraw is allowed now; remembers that one happened."""
-        now = self._clock()
-        if self._last_draw is not None and now - self._last_draw < self.min_interval:
-            return False
-        self._last_draw = now
-        return True
+        return self._throttle.due()
 
     # -- derived figures -----------------------------------------------------------------
     @property

@@ -18,8 +18,7 @@ _ids = itertools.count()
 
 class RelayedProgress:
     def __init__(self, total: int | None, options: dict, position: int | None):
-        self.model = ProgressModel(total, str(options.get("desc") or ""),
-                                   str(options.get("unit") or "it"))
+        self.model = ProgressModel.from_options(total, options)
         self.id = f"{os.getpid()}-{next(_ids)}"
         self.position = position
         self._send()

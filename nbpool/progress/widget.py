@@ -76,9 +76,7 @@ class WidgetProgress:
     """The progress view of one map in a notebook."""
 
     def __init__(self, total: int | None, options: dict, show_main: bool = True):
-        desc = str(options.get("desc") or "")
-        unit = str(options.get("unit") or "it")
-        self.model = ProgressModel(total, desc, unit)
+        self.model = ProgressModel.from_options(total, options)
         self.row = BarRow(self.model) if show_main else None
         self.nested: dict = {}  # position (or nested map id) -> BarRow
         self.widget = ProgressBox(self.text_form, children=[self.row.box] if self.row else [])
@@ -121,12 +119,11 @@ class WidgetProgress:
                 row.model = model
             row.report_id = report["id"]
         model = row.model
-        model.set_elapsed(report["elapsed"])
         model.set_total(report["total"])
         model.set_count(report["n"])
         if report["outcome"] != "running":
             model.finish(report["outcome"], report.get("message", ""))
-            model.set_elapsed(report["elapsed"])
+        model.set_elapsed(report["elapsed"])
         row.draw()
 
     def text_form(self) -> str:

@@ -89,12 +89,14 @@ def insights_text(raw: dict) -> str:
 def format_bytes(count: int | None) -> str:
     if count is None:
         return ""
-    size = float(count)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+    if count < 1024:
+        return f"{count} B"
+    size = count / 1024
+    for unit in ("KB", "MB"):
+        if size < 1024:
+            return f"{size:.1f} {unit}"
         size /= 1024
-    return ""
+    return f"{size:.1f} GB"
 
 
 def _state_text(state: dict | None) -> str:

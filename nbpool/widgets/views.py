@@ -3,13 +3,12 @@ them (from the thread that drives the pool), at most about ten times a second.""
 
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 import ipywidgets as widgets
 from IPython.display import display
 
-from ..progress.model import DEFAULT_MIN_INTERVAL
+from ..progress.model import Throttle
 from .base import TextFormBox
 
 
@@ -24,7 +23,7 @@ class LiveHTMLView(TextFormBox):
         self._to_text = to_text
         self._html = widgets.HTML()
         self._text = ""
-        self._last_refresh: float | None = None
+        self._throttle = Throttle()
         self._handle = None
         super().__init__([self._html])
         self.add_class(self.css_class)
@@ -41,11 +40,8 @@ class LiveHTMLView(TextFormBox):
             self._handle.update(self)
 
     def refresh(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and self._last_refresh is not None and \
-                now - self._last_refresh < DEFAULT_MIN_INTERVAL:
+        if not self._throttle.due(force):
             return
-        self._last_refresh = now
         data = self._snapshot()
         self._text = self._to_text(data)
         self._html.value = self._to_html(data)
