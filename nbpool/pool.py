@@ -71,7 +71,9 @@ class WorkerPool:
         self._insights_used = False
         self._apply_results: list[AsyncResult] = []
         self._progress = None  # the running map's progress view
-        self._nested_view = None  # shows nested pools' bars when the map itself has none
+        # shows nested pools' bars when the map itself has none; closed with the map, so
+        # that the cell's saved output keeps their final text form
+        self._nested_view = None
         self._live_views: weakref.WeakSet = weakref.WeakSet()  # show_workers/show_insights
         self._engine.on_progress = _weak_method(self._on_nested_progress)
 
@@ -348,18 +350,20 @@ class WorkerPool:
                 progress.update(engine.tasks_done() - baseline)
             engine.terminate()
             self._fail_pending_applies(RuntimeError("Pool was terminated"))
-            if progress is not None:
-                interrupted = isinstance(exc, (KeyboardInterrupt, GeneratorExit))
-                outcome = "interrupted" if interrupted else "error"
-                progress.close(outcome, f"{type(exc).__name__}: {exc}")
-                progress = None
+            interrupted = isinstance(exc, (KeyboardInterrupt, GeneratorExit))
+            outcome = "interrupted" if interrupted else "error"
+            for view in (progress, self._nested_view):
+                if view is not None:
+                    view.close(outcome, f"{type(exc).__name__}: {exc}")
+            progress = None
             self._finish_views()
             raise
         finally:
             self._map_running = False
             self._progress = None
-        if progress is not None:
-            progress.close("done")
+        for view in (progress, self._nested_view):
+            if view is not None:
+                view.close("done")
         if not self._keep_alive:
             self._finish_applies()
             self._stop_workers()

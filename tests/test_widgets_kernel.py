@@ -89,6 +89,12 @@ with WorkerPool(n_jobs=2, daemon=False, pass_worker_id=True) as pool:
                       n_splits=2, progress_bar=True)
 assert nested == [[y * y for y in range(x, x + 10)] for x in range(6)]
 """,
+    "nested_without_parent_bar": """
+with WorkerPool(n_jobs=2, daemon=False, pass_worker_id=True) as pool:
+    nested = pool.map(dispatcher, ((range(x, x + 10),) for x in range(6)), iterable_len=6,
+                      n_splits=2)
+assert nested == [[y * y for y in range(x, x + 10)] for x in range(6)]
+""",
     "workers": """
 pool = WorkerPool(2, use_worker_state=True, enable_insights=True, keep_alive=True)
 pool.show_workers()
@@ -189,6 +195,15 @@ def test_nested_pools_show_their_bars_under_the_parent_bar(executed):
     bars = _bars(state, data)
     assert len(bars) == 3
     assert all(b["bar_style"] == "success" and b["value"] == b["max"] for b in bars)
+
+
+def test_nested_bars_without_a_parent_bar_keep_their_final_text(executed):
+    """The saved output (what nbval and GitHub show) is the bars' final state, not the
+    empty view displayed before the first report."""
+    cells, state = executed
+    [data] = _displays(cells["nested_without_parent_bar"])
+    assert data["text/plain"].splitlines() == ["  100% 10/10 (done)", "  100% 10/10 (done)"]
+    assert len(_bars(state, data)) == 2
 
 
 def test_workers_and_insights_widgets_show_the_final_state(executed):
