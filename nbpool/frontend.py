@@ -6,6 +6,7 @@ pool created in a script and used in a kernel, or the other way round, still dra
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import sys
 
@@ -30,4 +31,10 @@ def widgets_available() -> bool:
         return False
     if "spyder_kernels" in sys.modules:  # Spyder's console shows no widgets
         return False
+    return _ipywidgets_installed()
+
+
+@functools.cache
+def _ipywidgets_installed() -> bool:
+    """Looked up once: find_spec searches sys.path, and nested progress asks ~10 times a second."""
     return importlib.util.find_spec("ipywidgets") is not None
