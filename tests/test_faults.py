@@ -365,12 +365,12 @@ if __name__ == "__main__":
 @pytest.mark.timeout(HANG_GUARD)
 @pytest.mark.parametrize("method, state", [
     ("fork", "idle"), ("fork", "busy"), ("spawn", "idle"), ("spawn", "busy"),
-    ("forkserver", "idle"),
+    ("forkserver", "idle"), ("forkserver", "busy"),
 ])
 def test_workers_do_not_outlive_a_parent_killed_with_sigkill(method, state):
-    """The kernel killed by the OOM killer, or ``kill -9``: its workers must go too. (A
-    forkserver's busy worker finishes its task first: its parent is the forkserver, which
-    lives until the last worker has gone.)"""
+    """The kernel killed by the OOM killer, or ``kill -9``: its workers must go too, busy or
+    not. (A forkserver's workers go with the forkserver, which ends with the parent only if
+    the workers let go of the parent's "alive" pipe: ``lifeline.release_forkserver``.)"""
     import subprocess
     import sys
 

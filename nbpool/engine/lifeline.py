@@ -46,6 +46,31 @@ def close_inherited_parent_ends() -> None:
     _parent_ends.clear()  # a nested pool in this worker starts its own list
 
 
+def release_forkserver() -> None:
+    """In a forkserver's worker: close the inherited copy of the parent's "alive" pipe end.
+
+    multiprocessing hands every forkserver child the parent's end of the pipe whose EOF
+    tells the forkserver that its parent is gone. While a worker holds that copy, a killed
+    parent (the kernel, ``kill -9``) leaves the forkserver running, and so its busy workers,
+    whose death signal follows the forkserver. The child never uses the copy: a nested pool
+    starts a forkserver of its own. A forked child of a process that runs a forkserver
+    (``_forkserver_pid`` set) keeps it, as its nested pools use that server.
+    """
+    try:
+        from multiprocessing import forkserver
+    except ImportError:  # a platform without a forkserver
+        return
+    server = getattr(forkserver, "_forkserver", None)
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if fd is None or getattr(server, "_forkserver_pid", None) is not None:
+        return
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+    server._forkserver_alive_fd = None
+
+
 def _load_prctl():
     """libc's ``prctl``, looked up once here: a forked worker inherits it ready to call.
     Looking it up in each new worker cost 0.2 ms of copy-on-write page faults per worker,

@@ -23,7 +23,7 @@ from functools import partial
 from typing import Any, Callable
 
 from . import codec, errors, output, shm, upstream
-from .lifeline import close_inherited_parent_ends, die_with_parent
+from .lifeline import close_inherited_parent_ends, die_with_parent, release_forkserver
 from .protocol import (
     APPLY,
     CHUNK,
@@ -455,6 +455,7 @@ def _prepare_process(setup: WorkerSetup) -> None:
     # every inherited page (a 200,000-dict heap: +56 MB of private memory per worker).
     gc.freeze()
     close_inherited_parent_ends()  # nothing to close unless forked from the parent
+    release_forkserver()
     if setup.die_with_parent:
         die_with_parent(setup.parent_pid)
     for path in setup.sys_path:
