@@ -9,6 +9,7 @@ VENV ?= .venv
 PY313 ?= $(shell for p in $$HOME/.pyenv/versions/3.13*/bin/python3 python3.13; do \
 	$$p -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null && echo $$p && break; done)
 VENV313 ?= .venv313
+DEMO_VENV ?= .venv-demo
 
 .PHONY: demo test test-main test-313 chromium bench docs clean
 
@@ -24,8 +25,15 @@ $(VENV313)/.installed: pyproject.toml
 	$(VENV313)/bin/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-demo: $(VENV)/.installed
-	$(VENV)/bin/python -m nbpool.demo
+# the demo needs nbpool alone, not the test and benchmark tools
+$(DEMO_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DEMO_VENV)/bin/python -m pip install --quiet -e .
+	touch $@
+
+demo: $(DEMO_VENV)/.installed
+	$(DEMO_VENV)/bin/python -m nbpool.demo
 
 test: test-main test-313
 
@@ -67,4 +75,4 @@ docs: $(VENV)/.installed
 	$(VENV)/bin/python -m sphinx -W --keep-going -n -b html docs docs/_build/html
 
 clean:
-	rm -rf $(VENV) $(VENV313) *.egg-info
+	rm -rf $(VENV) $(VENV313) $(DEMO_VENV) *.egg-info
