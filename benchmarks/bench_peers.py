@@ -83,6 +83,7 @@ if HERE not in sys.path:
 N_JOBS = 2
 ALL_LIBS = ("nbpool", "nbpool-pickle", "mpire", "mp", "ppe", "joblib", "serial", "bare")
 PEERS = ("mpire", "mp", "ppe", "joblib")
+PEER_TITLES = {"mpire": "mpire", "mp": "mp.Pool", "ppe": "ProcessPoolExecutor", "joblib": "joblib"}
 RSS_WORKLOADS = ("C_arg", "C_ret")
 ALL_WORKLOADS = ("S", "A", "B", "C_arg", "C_ret", "D", "E")
 
@@ -653,8 +654,8 @@ def fmt_ratio(a, b):
 
 
 def _ratio_columns(libs):
-    columns = [("nbpool / best peer", "best"), ("nbpool / mp.Pool", "mp"),
-               ("nbpool / mpire", "mpire")]
+    columns = [("nbpool / best peer", "best")]
+    columns += [(f"nbpool / {PEER_TITLES[p]}", p) for p in PEERS if p in libs]
     if "bare" in libs:
         columns.append(("nbpool / bare", "bare"))
     if "nbpool-pickle" in libs:
