@@ -56,10 +56,8 @@ def release_forkserver() -> None:
     starts a forkserver of its own. A forked child of a process that runs a forkserver
     (``_forkserver_pid`` set) keeps it, as its nested pools use that server.
     """
-    try:
-        from multiprocessing import forkserver
-    except ImportError:  # a platform without a forkserver
-        return
+    # A forkserver's child has the module; importing it anywhere else would cost milliseconds.
+    forkserver = sys.modules.get("multiprocessing.forkserver")
     server = getattr(forkserver, "_forkserver", None)
     fd = getattr(server, "_forkserver_alive_fd", None)
     if fd is None or getattr(server, "_forkserver_pid", None) is not None:
