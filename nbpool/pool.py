@@ -577,8 +577,10 @@ def _weak_method(method: Callable) -> Callable:
 
 
 def _merge_into(top_tasks: TopTasks) -> Callable[[int, list], None]:
-    """The MapRun's callback for top tasks; it must not hold the pool (see _apply_done)."""
-    return lambda _index, top: top_tasks.merge(top)
+    """The MapRun's callback for top tasks of one map (each map numbers its tasks from 0);
+    it must not hold the pool (see _apply_done)."""
+    map_number = top_tasks.next_map()
+    return lambda _index, top: top_tasks.merge(top, map_number)
 
 
 class _Parts:
