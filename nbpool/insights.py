@@ -20,6 +20,8 @@ _PHASE_FIELDS = {
     "exit": Field.EXIT_TIME,
 }
 TOP_N = 5
+# mpire's words, for print_insights() before any map with insights
+NO_INSIGHTS = "No profiling stats available. Try to run a function first with insights enabled."
 
 
 def format_seconds(seconds: float) -> str:
