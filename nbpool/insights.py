@@ -20,6 +20,8 @@ _PHASE_FIELDS = {
     "exit": Field.EXIT_TIME,
 }
 TOP_N = 5
+# mpire's words, for print_insights() before any map with insights
+NO_INSIGHTS = "No profiling stats available. Try to run a function first with insights enabled."
 
 
 def format_seconds(seconds: float) -> str:
@@ -30,19 +32,32 @@ def format_seconds(seconds: float) -> str:
 
 @dataclass
 class TopTasks:
-    """The slowest tasks seen so far, merged from every worker's report."""
+    """The slowest tasks seen so far, merged from every worker's report.
 
-    entries: dict = field(default_factory=dict)  # task index -> (seconds, args text)
+    Keyed by (map number, task index): every map counts its tasks from 0, and with
+    ``keep_alive`` the insights add up over several maps."""
 
-    def merge(self, reported: list) -> None:
+    entries: dict = field(default_factory=dict)  # (map, task index) -> (seconds, args text)
+    maps: int = 0
+
+    def next_map(self) -> int:
+        """The number under which a new map's tasks are kept."""
+        self.maps += 1
+        return self.maps
+
+    def merge(self, reported: list, map_number: int = 0) -> None:
+        # a worker reports its running top list with each chunk: the same task comes again
         for seconds, index, args_text in reported:
-            self.entries[index] = (seconds, args_text)
+            self.entries[(map_number, index)] = (seconds, args_text)
         if len(self.entries) > 4 * TOP_N:
-            self.entries = dict(self.slowest())
+            self.entries = dict(self._ranked()[:TOP_N])
+
+    def _ranked(self) -> list:
+        return sorted(self.entries.items(), key=lambda kv: kv[1][0], reverse=True)
 
     def slowest(self) -> list:
-        ranked = sorted(self.entries.items(), key=lambda kv: kv[1][0], reverse=True)
-        return ranked[:TOP_N]
+        """The ``TOP_N`` slowest tasks as ``(task index, (seconds, args text))``."""
+        return [(index, value) for (_, index), value in self._ranked()[:TOP_N]]
 
 
 class Insights:

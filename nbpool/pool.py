@@ -21,7 +21,7 @@ from .engine.errors import RemoteTraceback
 from .engine.mapping import MapRun
 from .engine.protocol import PROGRESS, JobSpec
 from .engine.status import worker_rows
-from .insights import Insights, TopTasks
+from .insights import NO_INSIGHTS, Insights, TopTasks
 from .map_output import MapOutput
 
 
@@ -331,13 +331,12 @@ class WorkerPool:
                     progress.update(engine.tasks_done() - baseline)
                 refresh_views()
 
-            needs_tick = progress is not None or len(self._live_views) > 0
+            # always ticking (cheap): a view may be shown at any time during an imap
             run = MapRun(engine, spec, chunks, ordered, max_tasks_active, self._order_tasks,
-                         task_timeout, task_retries, on_tick=tick if needs_tick else None,
+                         task_timeout, task_retries, on_tick=tick,
                          on_top_tasks=_merge_into(self._top_tasks), meter=meter)
             for part in run.results():
-                if needs_tick:
-                    tick()
+                tick()
                 yield part
                 del part  # an error's traceback must not keep a chunk's shared memory
             if progress is not None:
@@ -396,15 +395,18 @@ class WorkerPool:
 
     def worker_status(self) -> list[dict]:
         """What each worker is doing: one dict per worker with ``worker_id``, ``pid``,
-        ``status`` (starting, init, idle, working, exiting, restarting, stopped or dead),
-        ``task``, ``running_for`` (seconds), ``tasks_done``, ``restarts``, ``rss_bytes`` and
-        ``state`` (a summary of its worker_state, with ``use_worker_state``)."""
+        ``status``, ``task``, ``running_for`` (seconds), ``tasks_done``, ``restarts``,
+        ``rss_bytes`` and ``state`` (a summary of its worker_state, with
+        ``use_worker_state``). ``status`` is one of: not started, starting, init, idle,
+        working, exiting, restarting (retired by ``worker_lifespan`` or died, and being
+        replaced), stopped or dead."""
         return worker_rows(self._engine)
 
     def show_workers(self) -> None:
         """Show a table of the workers: a widget in Jupyter, text elsewhere.
 
-        In a notebook the widget updates while this pool works, and keeps the final state."""
+        In a notebook the widget updates while this pool works (whether it was shown before
+        or during a map), and keeps the final state."""
         from .widgets import render
 
         if not frontend.widgets_available():
@@ -412,21 +414,20 @@ class WorkerPool:
             return
         from .widgets.views import WorkersView
 
-        self._live_views.add(
-            WorkersView(self.worker_status, render.workers_html, render.workers_text).show())
+        self._live_views.add(WorkersView(self.worker_status).show())
 
     def show_insights(self) -> None:
-        """Show the insights: a widget in Jupyter (updating while this pool works), text
-        elsewhere."""
-        if self.insights() is None or not frontend.widgets_available():
+        """Show the insights: a widget in Jupyter, text elsewhere.
+
+        The widget updates while this pool works (whether it was shown before or during a
+        map). Shown before any map with insights, it says so, and fills in once a map runs
+        with ``enable_insights=True``."""
+        if not frontend.widgets_available():
             self.print_insights()
             return
-        from .widgets import render
         from .widgets.views import InsightsView
 
-        self._live_views.add(InsightsView(
-            self.insights, Insights._repr_html_,
-            lambda ins: render.insights_text(ins.raw())).show())
+        self._live_views.add(InsightsView(self.insights).show())
 
     # -- the apply family ----------------------------------------------------------------
     def apply(self, func: Callable, args: Any = (), kwargs: dict | None = None,
@@ -542,8 +543,7 @@ class WorkerPool:
         """Print a readable report of the insights."""
         snapshot = self.insights()
         if snapshot is None:
-            print("No profiling stats available. "
-                  "Try to run a function first with insights enabled.")
+            print(NO_INSIGHTS)
             return
         print(snapshot.report())
 
@@ -577,8 +577,10 @@ def _weak_method(method: Callable) -> Callable:
 
 
 def _merge_into(top_tasks: TopTasks) -> Callable[[int, list], None]:
-    """The MapRun's callback for top tasks; it must not hold the pool (see _apply_done)."""
-    return lambda _index, top: top_tasks.merge(top)
+    """The MapRun's callback for top tasks of one map (each map numbers its tasks from 0);
+    it must not hold the pool (see _apply_done)."""
+    map_number = top_tasks.next_map()
+    return lambda _index, top: top_tasks.merge(top, map_number)
 
 
 class _Parts:

@@ -107,6 +107,14 @@ assert sum(int(r["state"]["count"]) for r in rows) == 30, rows
 pool.terminate()
 assert [r["status"] for r in pool.worker_status()] == ["dead", "dead"]
 """,
+    "shown_during_imap": """
+pool = WorkerPool(2, enable_insights=True)
+results = pool.imap(slow, range(20), chunk_size=1)
+next(results)
+pool.show_workers()
+pool.show_insights()
+rest = list(results)
+""",
 }
 
 
@@ -219,3 +227,15 @@ def test_workers_and_insights_widgets_show_the_final_state(executed):
     assert insights["text/plain"] == "nbpool insights: 2 workers, 30 tasks completed"
     assert "30 tasks completed" in _html(state, insights)
     assert "Top 5 longest tasks" in _html(state, insights)
+
+
+def test_views_shown_during_an_imap_keep_its_final_state(executed):
+    cells, state = executed
+    workers, insights = _displays(cells["shown_during_imap"])
+    lines = workers["text/plain"].splitlines()
+    assert [line.split(",")[0] for line in lines] == ["Worker 0: stopped", "Worker 1: stopped"]
+    assert sum(int(line.split(", ")[1].split()[0]) for line in lines) == 20
+    assert all(", 0 restarts, pid " in line for line in lines), lines
+    assert insights["text/plain"] == "nbpool insights: 2 workers, 20 tasks completed"
+    html = _html(state, insights)
+    assert "20 tasks completed" in html and ">restarts</th>" in html

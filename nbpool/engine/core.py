@@ -157,6 +157,7 @@ class WorkerSlot:
     in_flight: "OrderedDict[tuple[int, int], InFlight]" = field(default_factory=OrderedDict)
     tasks_since_start: int = 0
     stopping: bool = False  # STOP sent
+    retiring: bool = False  # stopped for worker_lifespan: a fresh worker takes its slot
     exited: bool = False  # EXIT received
     gone: bool = False  # process ended / thread finished and cleaned up
     last_returned: float = 0.0
@@ -627,7 +628,7 @@ class Engine:
             and slot.tasks_since_start >= self.lifespan
         ):
             self.stats.set(slot.worker_id, Field.STATUS, Status.RESTARTING)
-            slot.stopping = True
+            slot.stopping = slot.retiring = True
             self._send(slot, dumps((STOP,)))
 
     # -- deadlines -----------------------------------------------------------------------

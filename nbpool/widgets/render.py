@@ -58,15 +58,20 @@ def insights_html(raw: dict, top_tasks: list) -> str:
     legend = " ".join(
         f"<span style='display:inline-block;width:10px;height:10px;background:{PHASE_COLOURS[p]}'>"
         f"</span> {_e(p.replace('_', ' '))} {raw[f'{p}_ratio']:.1%}" for p in PHASES)
-    rows = [[_e(w), _e(raw["n_completed_tasks"][w]), _stacked_bar(per_worker[w], longest),
+    rows = [[_e(w), _e(raw["n_completed_tasks"][w]), _e(raw["n_restarts"][w]),
+             _stacked_bar(per_worker[w], longest),
              _e(format_seconds(per_worker[w]["working"])),
              _e(format_seconds(sum(per_worker[w].values())))]
             for w in range(n_workers)]
+    restarts = sum(raw["n_restarts"])
+    restarted = (f"{restarts} worker restart{'s' * (restarts != 1)} (retired or died), "
+                 if restarts else "")
     parts = [
         f"<div><b>nbpool insights</b>: {sum(raw['n_completed_tasks'])} tasks completed, "
-        f"total time {_e(format_seconds(raw['total_time']))}</div>",
+        f"{restarted}total time {_e(format_seconds(raw['total_time']))}</div>",
         f"<div style='margin:4px 0'>{legend}</div>",
-        _table(["worker", "tasks", "time split", "working", "total"], rows, "nbpool-insights-row"),
+        _table(["worker", "tasks", "restarts", "time split", "working", "total"], rows,
+               "nbpool-insights-row"),
     ]
     if raw["total_time"] and raw["working_ratio"] < 0.8:
         parts.append("<div style='color:#d9534f'>Efficiency warning: working ratio is "
@@ -84,6 +89,21 @@ def insights_text(raw: dict) -> str:
     """A stable one-line text form (no timings)."""
     n_workers = len(raw["n_completed_tasks"])
     return f"nbpool insights: {n_workers} workers, {sum(raw['n_completed_tasks'])} tasks completed"
+
+
+NO_INSIGHTS_TEXT = "nbpool insights: none yet (run a map with enable_insights=True)"
+
+
+def insights_view_html(insights) -> str:
+    """The live insights view: an ``Insights`` drawn, or what to do while there is none."""
+    if insights is None:
+        return ("<div><b>nbpool insights</b>: none yet. They appear here while a map runs "
+                "with <code>enable_insights=True</code> (on the pool or the map).</div>")
+    return insights_html(insights.raw(), insights.top_tasks)
+
+
+def insights_view_text(insights) -> str:
+    return NO_INSIGHTS_TEXT if insights is None else insights_text(insights.raw())
 
 
 def format_bytes(count: int | None) -> str:
@@ -121,10 +141,19 @@ def workers_html(rows: list[dict]) -> str:
 
 
 def workers_text(rows: list[dict]) -> str:
-    """The workers as text lines (what a terminal shows, and the widget's text form)."""
+    """The workers as text lines (what a terminal shows, and the widget's text form): the
+    same figures as the table."""
     lines = []
     for row in rows:
-        line = f"Worker {row['worker_id']}: {row['status']}, {row['tasks_done']} tasks done"
+        line = f"Worker {row['worker_id']}: {row['status']}"
+        if row["running_for"] is not None:
+            line += f" for {format_seconds(row['running_for'])}"
+        restarts = row["restarts"]
+        line += f", {row['tasks_done']} tasks done, {restarts} restart{'s' * (restarts != 1)}"
+        if row["pid"]:
+            line += f", pid {row['pid']}"
+        if row["rss_bytes"] is not None:
+            line += f", {format_bytes(row['rss_bytes'])}"
         if row["task"]:
             line += f", running {row['task']}"
         if row["state"]:

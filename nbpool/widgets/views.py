@@ -9,6 +9,7 @@ import ipywidgets as widgets
 from IPython.display import display
 
 from ..progress.model import Throttle
+from . import render
 from .base import TextFormBox
 
 
@@ -51,8 +52,18 @@ class LiveHTMLView(TextFormBox):
 
 
 class InsightsView(LiveHTMLView):
+    """Draws ``snapshot()``: an ``Insights``, or None while no map has enabled insights."""
+
     css_class = "nbpool-insights"
+
+    def __init__(self, snapshot: Callable[[], object]):
+        super().__init__(snapshot, render.insights_view_html, render.insights_view_text)
 
 
 class WorkersView(LiveHTMLView):
+    """Draws ``snapshot()``: the rows of ``worker_status()``."""
+
     css_class = "nbpool-workers"
+
+    def __init__(self, snapshot: Callable[[], list]):
+        super().__init__(snapshot, render.workers_html, render.workers_text)
