@@ -99,12 +99,12 @@ def test_not_a_loop_header(header):
 
 
 @pytest.mark.parametrize("header, message", [
-    ("x in range(3", "the iterable after 'in' is not a valid expression: '(' was never closed "
-                     "(column 11)\n    x in range(3\n              ^"),
-    ("x range(3)", "it is neither 'TARGET in ITERABLE' nor an iterable expression: "
-                   "invalid syntax (column 3)\n    x range(3)\n      ^"),
-    ("s in [$x for x in xs]", "the iterable after 'in' is not a valid expression: "
-                              "invalid syntax (column 7)\n    s in [$x for x in xs]\n          ^"),
+    ("x in range(3", ("the iterable after 'in' is not a valid expression: '(' was never "
+                      "closed (column 11)\n    x in range(3\n              ^")),
+    ("x range(3)", ("it is neither 'TARGET in ITERABLE' nor an iterable expression: "
+                    "invalid syntax (column 3)\n    x range(3)\n      ^")),
+    ("s in [$x for x in xs]", ("the iterable after 'in' is not a valid expression: invalid "
+                               "syntax (column 7)\n    s in [$x for x in xs]\n          ^")),
 ])
 def test_a_magic_line_that_does_not_parse_is_quoted_with_a_caret(header, message):
     with pytest.raises(cellcode.CellSyntaxError) as info:
@@ -113,7 +113,8 @@ def test_a_magic_line_that_does_not_parse_is_quoted_with_a_caret(header, message
 
 
 def test_a_parsing_magic_line_is_a_loop_or_an_iterable():
-    assert cellcode.parse_header("a, b in zip(xs, ys)") == cellcode.LoopHeader("a, b", "zip(xs, ys)")
+    loop = cellcode.LoopHeader("a, b", "zip(xs, ys)")
+    assert cellcode.parse_header("a, b in zip(xs, ys)") == loop
     assert cellcode.parse_header("range(3)") is None
 
 
@@ -427,13 +428,13 @@ def test_a_body_without_a_result_warns_once(magic_cells):
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("cell, problem, caret", [
-    ("header_unclosed", "the iterable after 'in' is not a valid expression: '(' was never "
-                        "closed (column 11)", "    x in range(3\n              ^"),
-    ("header_without_in", "it is neither 'TARGET in ITERABLE' nor an iterable expression: "
-                          "invalid syntax (column 3)", "    x range(3)\n      ^"),
+    ("header_unclosed", ("the iterable after 'in' is not a valid expression: '(' was never "
+                         "closed (column 11)"), "    x in range(3\n              ^"),
+    ("header_without_in", ("it is neither 'TARGET in ITERABLE' nor an iterable expression: "
+                           "invalid syntax (column 3)"), "    x range(3)\n      ^"),
     # no_var_expand: IPython leaves '$x' alone, so the line reaches the magic as written
-    ("header_dollar", "the iterable after 'in' is not a valid expression: invalid syntax "
-                      "(column 7)", "    s in [$x for x in range(2)]\n          ^"),
+    ("header_dollar", ("the iterable after 'in' is not a valid expression: invalid syntax "
+                       "(column 7)"), "    s in [$x for x in range(2)]\n          ^"),
 ])
 def test_a_magic_line_that_does_not_parse_is_quoted(magic_cells, cell, problem, caret):
     text = _text(magic_cells[cell])
