@@ -9,8 +9,10 @@ functions, classes, modules) to workers under every start method.
 from __future__ import annotations
 
 import ast
+import io
 import linecache
 import re
+import tokenize
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -52,6 +54,47 @@ def split_loop_header(text: str) -> LoopHeader | None:
     return None
 
 
+def parse_header(text: str) -> LoopHeader | None:
+    """The loop header of ``%%pmap TARGET in ITERABLE``, or None for ``%%pmap ITERABLE``.
+
+    Raises CellSyntaxError, quoting the line with a caret under the SyntaxError, when it is
+    neither: a typo there must not be taken for the other form.
+    """
+    loop = split_loop_header(text)
+    if loop is not None or _parses(text, "eval"):
+        return loop
+    for match in _IN.finditer(text):  # 'x in <broken>': the iterable is what is wrong
+        target = text[: match.start()].strip()
+        if target and _parses(f"for {target} in _: pass", "exec"):
+            start = len(text) - len(text[match.end():].lstrip())
+            what = "the iterable after 'in' is not a valid expression"
+            break
+    else:
+        start = 0
+        what = "it is neither 'TARGET in ITERABLE' nor an iterable expression"
+    try:
+        ast.parse(text[start:], mode="eval")
+    except SyntaxError as exc:
+        column = start + exc.offset if exc.offset and exc.offset > 0 else len(text) + 1
+        raise CellSyntaxError(f"cannot parse the magic line, {what}: {exc.msg} "
+                              f"(column {column})\n{_pointing_at(text, column)}") from None
+    raise CellSyntaxError(f"cannot parse the magic line: {what}")  # unreachable in practice
+
+
+def describe_body_syntax_error(exc: SyntaxError) -> str:
+    """A SyntaxError of the cell body (from :func:`body_module`) as one message with the line."""
+    where = f"line {exc.lineno} of the cell" if exc.lineno else "the cell body"
+    text = (exc.text or "").rstrip("\n")
+    message = f"the cell body does not parse, {where}: {exc.msg}"
+    return f"{message}\n{_pointing_at(text, exc.offset or 0)}" if text.strip() else message
+
+
+def _pointing_at(text: str, column: int) -> str:
+    """The line, indented, and a caret under its (1-based) column."""
+    caret = f"\n    {' ' * (column - 1)}^" if column > 0 else ""
+    return f"    {text}{caret}"
+
+
 def split_function_and_iterable(text: str) -> tuple[str, str] | None:
     """``'f range(10)'`` or ``'lambda x: x + 1 range(3)'`` -> (function, iterable) sources."""
     text = text.strip()
@@ -74,10 +117,11 @@ def body_module(body: str, filename: str) -> ast.Module:
     return tree
 
 
-def loop_body_function(header: LoopHeader, body: str, namespace: dict,
+def loop_body_function(header: LoopHeader, body: str | ast.Module, namespace: dict,
                        filename: str) -> Callable[[Any], Any]:
-    """A function of one item that binds ``header.target`` and runs ``body``."""
-    tree = body_module(body, filename)
+    """A function of one item that binds ``header.target`` and runs ``body`` (source, or the
+    tree from :func:`body_module`)."""
+    tree = body if isinstance(body, ast.Module) else body_module(body, filename)
     statements = list(tree.body)
     if statements and isinstance(statements[-1], ast.Expr):
         last = statements[-1]
@@ -93,6 +137,30 @@ def loop_body_function(header: LoopHeader, body: str, namespace: dict,
     scope: dict = {}
     exec(compile(module, filename, "exec"), namespace, scope)
     return scope["pmap_cell"]
+
+
+def line_without_result(tree: ast.Module) -> int | None:
+    """The line to warn about when every item's result would be None by mistake: a body that
+    ends with an assignment (its line), or an empty body (the magic line). None otherwise: a
+    body that ends with a loop, ``with`` or ``if`` statement is taken to run for its effects."""
+    if not tree.body:
+        return BODY_FIRST_LINE - 1
+    last = tree.body[-1]
+    return last.lineno if isinstance(last, (ast.Assign, ast.AugAssign, ast.AnnAssign)) else None
+
+
+def ends_with_semicolon(source: str) -> bool:
+    """Whether the last token is ``;``: IPython then shows no result, and neither does %%pmap."""
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return False
+    ignored = (tokenize.ENDMARKER, tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT,
+               tokenize.DEDENT, tokenize.INDENT)
+    for token in reversed(tokens):
+        if token.type not in ignored:
+            return token.type == tokenize.OP and token.string == ";"
+    return False
 
 
 def single_function_name(body: str | ast.Module) -> str:

@@ -7,13 +7,16 @@ on the first use of a magic, not when a kernel starts.
 
 from __future__ import annotations
 
+import argparse
+import keyword
 import re
+import warnings
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import (Magics, line_cell_magic, magics_class, needs_local_scope,
                                 no_var_expand)
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 
 from . import cellcode
 
@@ -26,7 +29,7 @@ usage:
   <def f(x): ...>
   %pmap [options] FUNC ITERABLE           map an existing function (line magic)
 options: -n/--n-jobs N, --chunk-size K, --unordered, --start-method M, --no-progress,
-         --insights, -o/--out NAME"""
+         --insights, -o/--out NAME; '--' ends the options (for an iterable that starts with -)"""
 
 # options that take a value; every other option is a flag
 _VALUE_OPTIONS = {"-n", "--n-jobs", "--chunk-size", "--start-method", "-o", "--out"}
@@ -43,12 +46,17 @@ def split_options(line: str) -> tuple[list[str], str]:
         if match is None or not match.group(1).startswith("-"):
             return tokens, line[position:].strip()
         token = match.group(1)
-        name = token.split("=", 1)[0]
-        if name not in _VALUE_OPTIONS and name not in _FLAG_OPTIONS:
-            raise UsageError(f"%pmap: unknown option {token!r}\n{USAGE}")
-        tokens.append(token)
         position = match.end()
-        if name in _VALUE_OPTIONS and "=" not in token:
+        if token == "--":
+            return tokens, line[position:].strip()
+        name = token.split("=", 1)[0]
+        if name[:2] in ("-n", "-o") and not name.startswith("--"):
+            name = name[:2]  # '-n2', '-oname': the value is attached, as argparse allows
+        if name not in _VALUE_OPTIONS and name not in _FLAG_OPTIONS:
+            raise UsageError(f"%pmap: unknown option {token!r} (to map over an iterable that "
+                             f"starts with '-', end the options with '--')\n{USAGE}")
+        tokens.append(token)
+        if name in _VALUE_OPTIONS and name == token:
             value = _TOKEN.match(line, position)
             if value is None:
                 raise UsageError(f"%pmap: option {token} needs a value\n{USAGE}")
@@ -56,79 +64,126 @@ def split_options(line: str) -> tuple[list[str], str]:
             position = value.end()
 
 
+def _checked(check: str, convert: type, expected: str):
+    """An argparse type that converts an option's text, then checks it as WorkerPool would;
+    a bad value becomes a usage error that argparse prefixes with the option's name."""
+    def parse(text: str):
+        from . import params  # imported on use: loading the magics stays cheap
+
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        try:
+            return getattr(params, check)(value)
+        except (TypeError, ValueError) as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = check
+    return parse
+
+
+def _variable_name(text: str) -> str:
+    if not text.isidentifier() or keyword.iskeyword(text):
+        raise argparse.ArgumentTypeError(f"expected a variable name, got {text!r}")
+    return text
+
+
 @magics_class
 class PmapMagics(Magics):
     """The ``pmap`` magics. Each call runs its own pool and stops it before returning."""
 
     @magic_arguments()
-    @argument("-n", "--n-jobs", type=int, default=None, help="number of workers (default: CPUs)")
-    @argument("--chunk-size", type=float, default=None, help="tasks per chunk")
+    @argument("-n", "--n-jobs", type=_checked("n_jobs", int, "an integer"), default=None,
+              help="number of workers (default: CPUs)")
+    @argument("--chunk-size", type=_checked("chunk_size", float, "a number"), default=None,
+              help="tasks per chunk")
     @argument("--unordered", action="store_true", help="results in completion order")
-    @argument("--start-method", default="auto", help="fork, forkserver, spawn, threading, auto")
+    @argument("--start-method", type=_checked("start_method", str, "a start method"),
+              default="auto", help="fork, forkserver, spawn, threading, auto")
     @argument("--no-progress", action="store_true", help="no progress bar")
     @argument("--insights", action="store_true", help="show the insights after the map")
-    @argument("-o", "--out", default=DEFAULT_OUT, help="variable that receives the results")
+    @argument("-o", "--out", type=_variable_name, default=DEFAULT_OUT,
+              help="variable that receives the results")
     @no_var_expand
     @needs_local_scope
     @line_cell_magic
     def pmap(self, line: str, cell: str | None = None, local_ns: dict | None = None) -> Any:
         """Map a cell body (``%%pmap x in xs``), a cell's function (``%%pmap xs``) or a
         function (``%pmap f xs``) over an iterable, in parallel worker processes."""
+        # IPython leaves this frame out of tracebacks unless the error is raised in it
+        __tracebackhide__ = True
         option_tokens, header = split_options(line)
         try:
-            options = parse_argstring(self.pmap, " ".join(option_tokens))
+            options = self.pmap.parser.parse_args(option_tokens)
         except UsageError as exc:
             raise UsageError(f"%pmap: {exc}\n{USAGE}") from None
         if not header:
             raise UsageError(f"%pmap: nothing to map over\n{USAGE}")
         namespace = self.shell.user_ns
-        if cell is None:
-            func, iterable = self._line_form(header, namespace, local_ns or {})
-        else:
-            func, iterable = self._cell_form(line, header, cell, namespace)
+        source = f"%pmap {line}" if cell is None else f"%%pmap {line}\n{cell}"
+        filename = self._cache_source(source)
         try:
+            if cell is None:
+                func, iterable = self._line_form(header, namespace, filename, local_ns or {})
+            else:
+                func, iterable = self._cell_form(header, cell, namespace, filename, source)
             results = self._run(func, iterable, options)
-        except Exception as exc:
-            # what matters is the worker's traceback (the exception's cause, shown above it);
-            # the frames of nbpool's machinery between here and there are noise
-            raise exc.with_traceback(None) from exc.__cause__
+        except UsageError:
+            raise
+        except (Exception, KeyboardInterrupt) as exc:
+            _raise_without_nbpool_frames(exc, filename)
         namespace[options.out] = results
+        if cell is not None and cellcode.ends_with_semicolon(cell):
+            return None  # a trailing ';' hides the results, as in any cell
         return results
 
     # -- turning the input into (function, iterable) -------------------------------------
-    def _evaluate(self, source: str, namespace: dict, local_ns: dict | None = None) -> Any:
-        return eval(compile(source, "<pmap line>", "eval"), namespace, local_ns or None)
+    def _evaluate(self, source: str, namespace: dict, filename: str,
+                  local_ns: dict | None = None) -> Any:
+        # compiled as line 1 of the cell: an error shows the magic line, not nbpool's source
+        return eval(compile(source, filename, "eval"), namespace, local_ns or None)
 
-    def _line_form(self, header: str, namespace: dict, local_ns: dict):
+    def _line_form(self, header: str, namespace: dict, filename: str, local_ns: dict):
         parts = cellcode.split_function_and_iterable(header)
         if parts is None:
             raise UsageError(f"%pmap: expected 'FUNC ITERABLE', got {header!r}\n{USAGE}")
-        func = self._evaluate(parts[0], namespace, local_ns)
+        func = self._evaluate(parts[0], namespace, filename, local_ns)
         if not callable(func):
             raise UsageError(f"%pmap: {parts[0]!r} is not callable ({type(func).__name__})")
-        return func, self._evaluate(parts[1], namespace, local_ns)
+        return func, self._evaluate(parts[1], namespace, filename, local_ns)
 
-    def _cell_form(self, line: str, header: str, cell: str, namespace: dict):
-        source = f"%%pmap {line}\n{cell}"
-        filename = self._cache_source(source)
-        body = self._transform(cell)
-        loop = cellcode.split_loop_header(header)
+    def _cell_form(self, header: str, cell: str, namespace: dict, filename: str, source: str):
+        try:
+            loop = cellcode.parse_header(header)
+        except cellcode.CellSyntaxError as exc:
+            raise UsageError(f"%%pmap: {exc}\n{USAGE}") from None
+        try:
+            tree = cellcode.body_module(self._transform(cell), filename)
+        except SyntaxError as exc:
+            raise UsageError(f"%%pmap: {cellcode.describe_body_syntax_error(exc)}") from None
         if loop is not None:
-            iterable = self._evaluate(loop.iterable, namespace)
-            # a SyntaxError in the body carries the cell's line: IPython shows it
-            func = cellcode.loop_body_function(loop, body, namespace, filename)
+            iterable = self._evaluate(loop.iterable, namespace, filename)
+            func = cellcode.loop_body_function(loop, tree, namespace, filename)
+            self._warn_if_no_result(tree, filename)
             return cellcode.CellTask(func, filename, source), iterable
-        tree = cellcode.body_module(body, filename)
         try:
             name = cellcode.single_function_name(tree)
         except cellcode.CellSyntaxError as exc:
-            raise UsageError(f"%pmap: {exc}") from None
-        if not cellcode._parses(header, "eval"):
-            raise UsageError(f"%pmap: {header!r} is neither 'TARGET in ITERABLE' nor an "
-                             f"iterable expression\n{USAGE}")
-        iterable = self._evaluate(header, namespace)
+            raise UsageError(f"%%pmap: {exc}") from None
+        iterable = self._evaluate(header, namespace, filename)
         exec(compile(tree, filename, "exec"), namespace)  # defines the function, as a cell would
         return namespace[name], iterable
+
+    @staticmethod
+    def _warn_if_no_result(tree, filename: str) -> None:
+        lineno = cellcode.line_without_result(tree)
+        if lineno is not None:
+            # warn_explicit with no registry: shown at every such cell, with the cell's line
+            warnings.warn_explicit(
+                "%%pmap: the cell body has no final expression, so each item's result is None. "
+                "End the body with the expression whose value you want.",
+                UserWarning, filename, lineno)
 
     def _transform(self, cell: str) -> str:
         """IPython syntax in the body (magics, ``!cmd``) cannot run in a worker: say so."""
@@ -167,6 +222,24 @@ class PmapMagics(Magics):
             if options.insights:
                 pool.show_insights()
         return results
+
+
+def _raise_without_nbpool_frames(exc: BaseException, filename: str):
+    """Raises ``exc`` with the frames of nbpool's machinery cut from its traceback.
+
+    What the user needs is the cell: the frames of code compiled from it (the magic line's
+    expressions, and what they call), or the exception's cause (the worker's traceback).
+    IPython never hides the frame an error is raised from, so with no frame of the cell left,
+    the error is raised from line 1 of the cell: the traceback ends at the magic line.
+    """
+    __tracebackhide__ = True
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != filename:
+        tb = tb.tb_next
+    if tb is not None:
+        raise exc.with_traceback(tb)
+    raise_here = compile("raise error from error.__cause__", filename, "exec")
+    exec(raise_here, {"error": exc.with_traceback(None)})
 
 
 def register(shell) -> None:
