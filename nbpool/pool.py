@@ -271,11 +271,12 @@ class WorkerPool:
         worker_init_timeout = params.positive_number("worker_init_timeout", worker_init_timeout)
         worker_exit_timeout = params.positive_number("worker_exit_timeout", worker_exit_timeout)
         options = params.progress_bar_options(progress_bar_options)
-        style = params.progress_bar_style(progress_bar_style)
+        style = params.progress_bar_style(progress_bar_style, shown=progress_bar)
         position = params.positive_int("progress_bar_position", progress_bar_position, minimum=0)
         task_retries = params.task_retries(task_retries)
-        if position is None and "position" in options:
-            position = options.pop("position")
+        option_position = options.pop("position", None)
+        if position is None:
+            position = option_position
         insights = self._enable_insights if enable_insights is None else params.flag(
             "enable_insights", enable_insights)
         self._insights_used = self._insights_used or insights

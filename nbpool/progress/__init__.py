@@ -36,8 +36,12 @@ def resolve_style(style: str | None) -> str:
     return style
 
 
-def make_progress(style, total, options: dict, position: int | None) -> ProgressView:
-    """A progress view for ``style`` (see ``resolve_style``)."""
+def make_progress(style, total, options: dict, position: int | None) -> ProgressView | None:
+    """A progress view for ``style`` (see ``resolve_style``); None with ``disable=True``.
+
+    ``options`` were checked by ``params.progress_bar_options``."""
+    if options.get("disable") is True:
+        return None
     style = resolve_style(style)
     if style == "relayed":
         from .relayed import RelayedProgress
