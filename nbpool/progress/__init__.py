@@ -7,6 +7,7 @@ to the root process, which draws it under its own bar.
 
 from __future__ import annotations
 
+import functools
 from typing import Protocol
 
 from .. import frontend
@@ -58,3 +59,20 @@ def make_progress(style, total, options: dict, position: int | None) -> Progress
     from .terminal import TerminalProgress
 
     return TerminalProgress(total, options, position)
+
+
+@functools.cache
+def tqdm_class() -> type:
+    """``nbpool.tqdm``, chosen at first use as ``tqdm.auto`` chooses at import: the widget bar
+    where nbpool draws widgets, text elsewhere, with async iteration. Without tqdm's monitor
+    thread, so that a pool used after it may still fork."""
+    from tqdm.asyncio import tqdm_asyncio
+
+    if frontend.widgets_available():
+        from tqdm.notebook import tqdm_notebook
+
+        bases: tuple = (tqdm_notebook, tqdm_asyncio)
+    else:
+        bases = (tqdm_asyncio,)
+    doc = "tqdm's bar (a widget in Jupyter, text elsewhere) without tqdm's monitor thread."
+    return type("tqdm", bases, {"monitor_interval": 0, "__module__": "nbpool", "__doc__": doc})
