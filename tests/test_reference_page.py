@@ -528,10 +528,10 @@ def test_nested_pools_with_progress_bar_positions(capfd, nested):
     task = dispatcher if nested == "progress_bar_position" else dispatcher_with_option
 
     def main():
-        # fork: workers of a forkserver started by an earlier test would write to the stderr
+        # spawn: workers of a forkserver started by an earlier test would write to the stderr
         # that test captured
         with WorkerPool(n_jobs=2, daemon=False, pass_worker_id=True,
-                        start_method="fork") as pool:
+                        start_method="spawn") as pool:
             return pool.map(task, ((range(x, x + 20),) for x in range(8)), iterable_len=8,
                             n_splits=2, progress_bar=True)
 
