@@ -36,10 +36,9 @@ def __getattr__(name: str):
 
         return getattr(errors, name)
     if name == "tqdm":
-        # tqdm.auto picks the widget bar in a kernel and the text bar elsewhere
-        from tqdm.auto import tqdm
+        from .progress import tqdm_class
 
-        return tqdm
+        return tqdm_class()
     raise AttributeError(f"module 'nbpool' has no attribute {name!r}")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 import sys
 
 from .engine import upstream
@@ -25,13 +26,56 @@ def in_kernel() -> bool:
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
+PROGRESS_ENV = "NBPOOL_PROGRESS"
+_CHOICES = ("auto", "text", "widget")
+
+
 def widgets_available() -> bool:
-    """A kernel whose frontend can be expected to render ipywidgets, with ipywidgets installed."""
-    if not in_kernel():
+    """A kernel whose frontend can be expected to render ipywidgets, with ipywidgets installed.
+
+    ``NBPOOL_PROGRESS=text`` turns widgets off, for frontends that cannot draw them and cannot
+    be told apart (``jupyter console``); ``NBPOOL_PROGRESS=widget`` turns them on in a kernel
+    that the checks below would exclude. Read at every call, so ``%env`` works too.
+    """
+    choice = _choice()
+    if choice == "text" or not in_kernel():
         return False
-    if "spyder_kernels" in sys.modules:  # Spyder's console shows no widgets
+    if choice == "auto" and not _frontend_draws_widgets():
         return False
     return _ipywidgets_installed()
+
+
+def _choice() -> str:
+    value = os.environ.get(PROGRESS_ENV, "").strip().lower() or "auto"
+    if value not in _CHOICES:
+        raise ValueError(f"the environment variable {PROGRESS_ENV}={value!r} must be one of "
+                         f"{', '.join(_CHOICES)}")
+    return value
+
+
+def _frontend_draws_widgets() -> bool:
+    """False for the kernels of frontends known to show no widgets (tqdm.auto's checks)."""
+    if "spyder_kernels" in sys.modules or any(name.startswith("SPYDER") for name in os.environ):
+        return False  # Spyder's console
+    if "QT_API" in _environment_at_start():
+        return False  # qtconsole: its qtpy sets QT_API, and the kernel it starts inherits it
+    from IPython import get_ipython
+
+    shell_name = type(get_ipython()).__name__.lower()
+    return "qt" not in shell_name and "spyder" not in shell_name
+
+
+@functools.cache
+def _environment_at_start() -> frozenset[str]:
+    """The names in the environment the kernel was started with (on Linux, read from /proc:
+    a notebook that imports qtpy itself sets QT_API later, and still draws widgets)."""
+    try:
+        with open("/proc/self/environ", "rb") as file:
+            entries = file.read().split(b"\0")
+        return frozenset(entry.split(b"=", 1)[0].decode(errors="replace")
+                         for entry in entries if entry)
+    except OSError:
+        return frozenset(os.environ)
 
 
 @functools.cache

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import numbers
+import re
 from typing import Any
 
 from .cpu import cpu_count
 from .engine.start_methods import START_METHODS
+from .warn import warn_user
 
 PROGRESS_BAR_STYLES = (None, "auto", "std", "notebook", "widget", "rich")
 
@@ -111,20 +114,140 @@ def chunk_size(value: Any):
     return value
 
 
+def _option_name(key: str) -> str:
+    return f"progress_bar_options[{key!r}]"
+
+
+def _check_str(key, value):
+    if not isinstance(value, str):
+        raise TypeError(f"{_option_name(key)} must be a str, got {type(value).__name__} {value!r}")
+
+
+def _check_flag(key, value):
+    if not isinstance(value, bool):
+        raise TypeError(f"{_option_name(key)} must be True or False, got {value!r}")
+
+
+def _check_count(key, value):
+    positive_int(_option_name(key), value, minimum=0)
+
+
+def _check_amount(key, value):
+    positive_number(_option_name(key), value, inclusive=True)
+
+
+def _check_smoothing(key, value):
+    _check_amount(key, value)
+    if value > 1:
+        raise ValueError(f"{_option_name(key)} must be between 0 and 1, got {value!r}")
+
+
+def _check_unit_divisor(key, value):
+    positive_number(_option_name(key), value)
+
+
+def _check_disable(key, value):
+    if not isinstance(value, bool):
+        raise TypeError(f"{_option_name(key)} must be True, False or None (off when stderr "
+                        f"is not a terminal), got {value!r}")
+
+
+def _check_ascii(key, value):
+    if not isinstance(value, (bool, str)):
+        raise TypeError(f"{_option_name(key)} must be True, False or a str of bar characters, "
+                        f"got {value!r}")
+
+
+def _check_unit_scale(key, value):
+    if not isinstance(value, bool) and not _is_number(value):
+        raise TypeError(f"{_option_name(key)} must be True, False or a number, got {value!r}")
+
+
+_COLOURS = ("BLACK", "RED", "GREEN", "YELLOW", "BLUE", "MAGENTA", "CYAN", "WHITE")  # tqdm's
+
+
+def _check_colour(key, value):
+    _check_str(key, value)
+    if value.upper() not in _COLOURS and not re.fullmatch(r"#[0-9a-fA-F]{6}", value):
+        raise ValueError(f"{_option_name(key)} must be one of {', '.join(_COLOURS).lower()} "
+                         f"or a hex colour like '#00ff00', got {value!r}")
+
+
+def _check_postfix(key, value):
+    if not isinstance(value, (dict, str)):
+        raise TypeError(f"{_option_name(key)} must be a dict or a str, got {value!r}")
+
+
+def _check_file(key, value):
+    if not callable(getattr(value, "write", None)):
+        raise TypeError(f"{_option_name(key)} must be a file-like object with write(), "
+                        f"got {value!r}")
+
+
+def _check_lock_args(key, value):
+    if not isinstance(value, tuple):
+        raise TypeError(f"{_option_name(key)} must be a tuple, got {value!r}")
+
+
+# tqdm's options: how each is checked, and whether tqdm's default is None (then None is too)
+TQDM_OPTIONS = {
+    "desc": (_check_str, True), "total": (None, True), "leave": (None, False),
+    "file": (_check_file, True), "ncols": (_check_count, True),
+    "mininterval": (_check_amount, False), "maxinterval": (_check_amount, False),
+    "miniters": (_check_amount, True), "ascii": (_check_ascii, True),
+    "disable": (_check_disable, True), "unit": (_check_str, False),
+    "unit_scale": (_check_unit_scale, False), "dynamic_ncols": (_check_flag, False),
+    "smoothing": (_check_smoothing, False), "bar_format": (_check_str, True),
+    "initial": (_check_amount, False), "position": (_check_count, True),
+    "postfix": (_check_postfix, True), "unit_divisor": (_check_unit_divisor, False),
+    "write_bytes": (_check_flag, False), "lock_args": (_check_lock_args, True),
+    "nrows": (_check_count, True), "colour": (_check_colour, True),
+    "delay": (_check_amount, False),
+}
+SET_BY_NBPOOL = ("total", "leave")
+
+
 def progress_bar_options(value: Any) -> dict:
+    """tqdm's options, checked before any worker starts, so that every view (text, widget,
+    nested) accepts and rejects the same ones. ``total`` and ``leave`` are dropped."""
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise TypeError(f"progress_bar_options must be a dict of tqdm options, got {value!r}")
-    return dict(value)
+    options = {}
+    for key, option in value.items():
+        if key not in TQDM_OPTIONS:
+            raise ValueError(f"progress_bar_options has an unknown key {key!r}; tqdm's options "
+                             f"are {', '.join(TQDM_OPTIONS)}")
+        if key in SET_BY_NBPOOL:
+            warn_user(f"{_option_name(key)} is set by nbpool and ignored")
+            continue
+        check, none_allowed = TQDM_OPTIONS[key]
+        if option is not None or not none_allowed:
+            check(key, option)
+        options[key] = option
+    return options
 
 
-def progress_bar_style(value: Any):
+_STYLE_PACKAGES = {"rich": "rich"}  # style -> the package it needs
+
+
+def progress_bar_style(value: Any, shown: bool = True):
+    """A valid style; when a bar will be shown, one whose package is installed."""
+    if value == "dashboard":
+        raise ValueError(
+            "progress_bar_style='dashboard' is mpire's web dashboard, which nbpool does not "
+            "have. Use progress_bar_style=None (a widget in Jupyter, text elsewhere); in a "
+            "notebook, pool.show_workers() and pool.show_insights() show the live state")
     if value not in PROGRESS_BAR_STYLES:
         raise ValueError(
             f"Invalid progress bar style: {value!r}. progress_bar_style must be one of "
             f"{PROGRESS_BAR_STYLES}"
         )
+    package = _STYLE_PACKAGES.get(value)
+    if shown and package and importlib.util.find_spec(package) is None:
+        raise ImportError(f"progress_bar_style={value!r} needs the {package!r} package "
+                          f"(pip install {package}); progress_bar_style=None needs nothing")
     return value
 
 

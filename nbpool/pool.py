@@ -71,6 +71,7 @@ class WorkerPool:
         self._insights_used = False
         self._apply_results: list[AsyncResult] = []
         self._progress = None  # the running map's progress view
+        self._batch = None  # the BatchProgress of a `with pool.progress():` block
         # shows nested pools' bars when the map itself has none; closed with the map, so
         # that the cell's saved output keeps their final text form
         self._nested_view = None
@@ -144,6 +145,7 @@ class WorkerPool:
             return
         with self._terminated_on_interrupt():
             self._engine.pump(timeout)
+        self._refresh_batch()
         self._refresh_views()
 
     @contextmanager
@@ -271,11 +273,12 @@ class WorkerPool:
         worker_init_timeout = params.positive_number("worker_init_timeout", worker_init_timeout)
         worker_exit_timeout = params.positive_number("worker_exit_timeout", worker_exit_timeout)
         options = params.progress_bar_options(progress_bar_options)
-        style = params.progress_bar_style(progress_bar_style)
+        style = params.progress_bar_style(progress_bar_style, shown=progress_bar)
         position = params.positive_int("progress_bar_position", progress_bar_position, minimum=0)
         task_retries = params.task_retries(task_retries)
-        if position is None and "position" in options:
-            position = options.pop("position")
+        option_position = options.pop("position", None)
+        if position is None:
+            position = option_position
         insights = self._enable_insights if enable_insights is None else params.flag(
             "enable_insights", enable_insights)
         self._insights_used = self._insights_used or insights
@@ -376,7 +379,8 @@ class WorkerPool:
         if upstream.relaying():
             upstream.send((PROGRESS, report))
             return
-        view = self._progress if hasattr(self._progress, "show_nested") else self._nested_view
+        bar = self._progress if self._progress is not None else getattr(self._batch, "view", None)
+        view = bar if hasattr(bar, "show_nested") else self._nested_view
         if view is None:
             if not frontend.widgets_available():
                 return
@@ -469,10 +473,55 @@ class WorkerPool:
             result = AsyncResult(self, callback, error_callback)
             job = Job(None, result._set_result, result._set_error, task_timeout)
             result.job_id = job.id
+            if self._batch is not None:
+                self._batch.task_submitted(job.id)
             engine.submit_apply(job, func, args, kwargs or {})
             self._apply_results.append(result)
             engine.pump(0)
+        self._refresh_batch()
         return result
+
+    @contextmanager
+    def progress(self, total: int | None = None, progress_bar_style: str | None = None,
+                 **progress_bar_options) -> Iterator:
+        """One progress bar for the ``apply_async`` tasks submitted inside the block::
+
+            with pool.progress(desc="files") as batch:
+                results = [pool.apply_async(f, (x,)) for x in xs]
+
+        It counts them as they finish, whenever the pool is driven (``get``, ``wait``,
+        ``ready``, ``apply_async``), counting against ``total`` or, without one, against the
+        tasks submitted so far. A block that ends normally waits for its tasks, and the bar
+        ends done, or error if a task failed; a block that raises ends it error or
+        interrupted. The keywords are tqdm's options, as ``progress_bar_options``. Yields a
+        ``BatchProgress`` with the ``submitted``, ``finished`` and ``failed`` counts.
+        """
+        total = params.positive_int("total", total, minimum=0)
+        options = params.progress_bar_options(progress_bar_options)
+        style = params.progress_bar_style(progress_bar_style)
+        if self._batch is not None:
+            raise RuntimeError("pool.progress() blocks of one pool cannot be nested")
+        from .progress import make_progress
+        from .progress.batch import BatchProgress
+
+        position = options.pop("position", None)
+        batch = self._batch = BatchProgress(make_progress(style, total, options, position),
+                                            total)
+        try:
+            yield batch
+            while batch.pending:
+                self._drive(None)
+        except BaseException as exc:
+            batch.close(exc)
+            raise
+        else:
+            batch.close()
+        finally:
+            self._batch = None
+
+    def _refresh_batch(self) -> None:
+        if self._batch is not None:
+            self._batch.refresh()
 
     def _apply_done(self, result: AsyncResult) -> None:
         """Forget a finished result: the pool holds only pending ones, so that a pool the
@@ -482,11 +531,14 @@ class WorkerPool:
             self._apply_results.remove(result)
         except ValueError:
             pass
+        if self._batch is not None:
+            self._batch.task_finished(result.job_id, result._error)
 
     def _finish_applies(self) -> None:
         with self._terminated_on_interrupt():
             while any(not r._done() for r in self._apply_results) and self._engine.running:
                 self._engine.pump(None)
+                self._refresh_batch()
         self._apply_results = []
 
     def _fail_pending_applies(self, exc: BaseException) -> None:

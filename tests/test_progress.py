@@ -3,6 +3,9 @@ test_widgets_kernel.py for the same in a real Jupyter kernel)."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -266,3 +269,238 @@ def test_widget_text_form_is_not_cut_at_110_characters(capsys):
     text = view.widget._repr_mimebundle_()["text/plain"]
     assert text == repr(view.widget) and len(text) > 200
     assert text.endswith("x" * 120 + ")")
+
+
+# -- progress_bar_options and progress_bar_style, checked before any worker starts ------------
+BAD_PROGRESS_SETTINGS = [
+    ({"progress_bar_options": {"nonsense": 1}}, ValueError,
+     r"progress_bar_options has an unknown key 'nonsense'"),
+    ({"progress_bar_options": {"position": "x"}}, TypeError,
+     r"progress_bar_options\['position'\] must be an int >= 0, got str 'x'"),
+    ({"progress_bar_options": {"position": 2.5}}, TypeError,
+     r"progress_bar_options\['position'\] must be an int >= 0, got float 2.5"),
+    ({"progress_bar_options": {"position": -3}}, ValueError,
+     r"progress_bar_options\['position'\] must be >= 0"),
+    ({"progress_bar_options": {"colour": "greenish"}}, ValueError,
+     r"progress_bar_options\['colour'\] must be one of"),
+    ({"progress_bar_options": {"disable": "yes"}}, TypeError,
+     r"progress_bar_options\['disable'\] must be True, False or None"),
+    ({"progress_bar_options": {"desc": 3}}, TypeError, r"progress_bar_options\['desc'\]"),
+    ({"progress_bar_style": "dashboard"}, ValueError,
+     r"nbpool does not have.*show_workers\(\) and pool.show_insights\(\)"),
+]
+
+
+@pytest.mark.parametrize("method", ["map", "imap"])
+@pytest.mark.parametrize("settings, error, message", BAD_PROGRESS_SETTINGS,
+                         ids=[str(s) for s, _, _ in BAD_PROGRESS_SETTINGS])
+def test_bad_progress_settings_fail_before_any_worker_starts(method, settings, error, message):
+    with WorkerPool(2) as pool:
+        with pytest.raises(error, match=message):
+            getattr(pool, method)(abs, range(5), progress_bar=True, **settings)  # imap: at once
+        assert not pool._engine.running
+
+
+def test_rich_style_without_rich_fails_before_any_worker_starts():
+    if importlib.util.find_spec("rich") is not None:
+        pytest.skip("rich is installed")
+    with WorkerPool(2) as pool:
+        with pytest.raises(ImportError, match="progress_bar_style='rich' needs the 'rich'"):
+            pool.imap(abs, range(5), progress_bar=True, progress_bar_style="rich")
+        assert not pool._engine.running
+        # without a bar the style does not matter
+        assert pool.map(abs, [-1], progress_bar_style="rich") == [1]
+
+
+def test_disabled_bar_draws_nothing_in_a_terminal():
+    proc = _run_script("""
+        with WorkerPool(2) as pool:
+            pool.map(abs, range(20), progress_bar=True, progress_bar_options={"disable": True})
+        """)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
+def test_disabled_bar_shows_no_widget(monkeypatch, capsys):
+    pytest.importorskip("ipywidgets")
+    from nbpool import frontend
+    from nbpool.progress import widget
+
+    monkeypatch.setattr(frontend, "widgets_available", lambda: True)
+    created = []
+    monkeypatch.setattr(widget.WidgetProgress, "__init__", lambda *a, **k: created.append(a))
+    with WorkerPool(2) as pool:
+        pool.map(abs, range(5), progress_bar=True, progress_bar_options={"disable": True})
+    assert created == []
+
+
+# -- rich: no thread outlives the bar -----------------------------------------------------------
+def test_rich_bar_leaves_no_thread_and_the_next_pool_still_forks():
+    pytest.importorskip("rich")
+    proc = _run_script("""
+        import threading
+        with WorkerPool(2) as pool:
+            pool.map(time.sleep, [0.01] * 60, progress_bar=True, progress_bar_style="rich",
+                     progress_bar_options={"desc": "richly"})
+        print("threads", threading.active_count())
+        with WorkerPool(2) as pool:
+            pool.map(abs, range(4))
+            print("method", pool.start_method)
+        """)
+    assert proc.returncode == 0, proc.stderr
+    assert "threads 1" in proc.stdout and "method fork" in proc.stdout, proc.stdout
+    assert "richly" in proc.stderr and "60/60" in proc.stderr, proc.stderr
+
+
+# -- terminal bars: outcomes shown once, the user's description kept ----------------------------
+def test_terminal_bar_keeps_the_description_beside_the_error():
+    proc = _run_script("""
+        def bad(x):
+            if x == 2:
+                raise KeyError("missing")
+            return x
+        with WorkerPool(2) as pool:
+            try:
+                pool.map(bad, range(10), progress_bar=True, progress_bar_options={"desc": "lookup"})
+            except KeyError:
+                pass
+        """)
+    assert proc.returncode == 0, proc.stderr
+    assert "lookup - Error: KeyError: 'missing'" in proc.stderr, proc.stderr
+
+
+def test_ctrl_c_during_a_terminal_map_shows_interrupted_once():
+    script = textwrap.dedent("""
+        import time
+        from nbpool import WorkerPool
+        with WorkerPool(2) as pool:
+            try:
+                pool.map(time.sleep, [0.05] * 400, progress_bar=True,
+                         progress_bar_options={"desc": "sleepy"})
+            except KeyboardInterrupt:
+                print("caught")
+        """)
+    # its own session, so that Ctrl-C can be sent to the whole group, as a terminal does
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        seen = ""
+        while "sleepy:" not in seen:  # the bar is drawn once the map has started
+            char = proc.stderr.read(1)
+            assert char, "the script ended before drawing its bar"
+            seen += char
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err = seen + err
+    assert proc.returncode == 0 and out == "caught\n", (out, err)
+    assert err.count("Interrupted") == 1, repr(err)
+    assert "sleepy - Interrupted:" in err
+
+
+# -- the nested bars' view, throttled at the root -----------------------------------------------
+def _nested_report(map_id: str, n: int, outcome: str = "running") -> dict:
+    return {"id": map_id, "position": None, "desc": "", "unit": "it", "colour": None,
+            "n": n, "total": 100, "elapsed": 1.0, "outcome": outcome, "message": ""}
+
+
+def test_nested_bars_are_redrawn_about_ten_times_a_second_however_many_report(
+        monkeypatch, capsys):
+    pytest.importorskip("ipywidgets")
+    from nbpool.progress import widget
+
+    clock = FakeClock()
+    view = widget.WidgetProgress(None, {}, show_main=False, clock=clock)
+    draws = []
+    original_draw = widget.BarRow.draw
+
+    def counting_draw(self):
+        draws.append(self.model.n)
+        original_draw(self)
+
+    monkeypatch.setattr(widget.BarRow, "draw", counting_draw)
+    for step in range(1, 101):  # 8 nested maps report every 10 ms for one second
+        clock.now += 0.01
+        for map_id in range(8):
+            view.show_nested(_nested_report(str(map_id), step))
+    rounds_of_eight = (len(draws) - 8) / 8  # (each new row is drawn once as it is created)
+    assert 9 <= rounds_of_eight <= 11, len(draws)
+    draws.clear()
+    view.show_nested(_nested_report("0", 100, "done"))  # a final state is drawn at once
+    assert draws == [100]
+    view.close("done")  # and closing draws what the throttle held back
+    assert set(draws) == {100}
+    assert all(row.bar.value == 100 for row in view.nested.values())
+
+
+# -- one bar for a batch of apply_async tasks ----------------------------------------------------
+def test_apply_async_batch_bar_in_a_terminal():
+    proc = _run_script("""
+        import threading
+        from nbpool import tqdm
+
+        def fail_on_three(x):
+            if x == 3:
+                raise ValueError("three")
+            return x
+
+        for _ in tqdm(range(3)):  # nbpool.tqdm starts no monitor thread
+            pass
+        with WorkerPool(2) as pool:
+            with pool.progress(total=20, desc="applies") as batch:
+                pending = [pool.apply_async(abs, (-x,)) for x in range(20)]
+            print("done", batch.finished, [r.get() for r in pending][-1], pool.start_method)
+            with pool.progress(desc="failing") as batch:
+                pending = [pool.apply_async(fail_on_three, (x,)) for x in range(5)]
+            print("failed", batch.failed, batch.finished)
+        print("threads", threading.active_count())
+        """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["done 20 19 fork", "failed 1 5", "threads 1"], proc.stdout
+    lines = proc.stderr.replace("\r", "\n").splitlines()
+    assert any(line.startswith("applies: 100%") and "20/20" in line for line in lines), lines
+    assert any(line.startswith("failing - Error: 1 of 5 tasks failed, first: ValueError: three")
+               and "5/5" in line for line in lines), lines
+
+
+def test_apply_async_batch_ends_interrupted_when_its_block_is_interrupted(capsys):
+    with WorkerPool(1) as pool:
+        with pytest.raises(KeyboardInterrupt):
+            with pool.progress(desc="stopped") as batch:
+                pool.apply_async(time.sleep, (0.01,))
+                raise KeyboardInterrupt
+        assert batch.submitted == 1
+        assert pool._batch is None
+        with pytest.raises(ValueError, match="progress_bar_options has an unknown key 'bogus'"):
+            with pool.progress(bogus=1):
+                pass
+    assert "stopped - Interrupted" in capsys.readouterr().err
+
+
+# -- which frontends get widgets --------------------------------------------------------------
+@pytest.mark.parametrize("environment, started_with, expected", [
+    ({}, set(), True),
+    ({}, {"QT_API"}, False),  # a kernel started by qtconsole
+    ({"NBPOOL_PROGRESS": "widget"}, {"QT_API"}, True),
+    ({"NBPOOL_PROGRESS": "text"}, set(), False),  # e.g. jupyter console
+    ({"NBPOOL_PROGRESS": " Auto "}, set(), True),
+])
+def test_frontend_choice_in_a_kernel(monkeypatch, environment, started_with, expected):
+    from nbpool import frontend
+
+    monkeypatch.setattr(frontend, "in_kernel", lambda: True)
+    monkeypatch.setattr(frontend, "_environment_at_start", lambda: frozenset(started_with))
+    monkeypatch.delenv("NBPOOL_PROGRESS", raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert frontend.widgets_available() is expected
+
+
+def test_a_bad_nbpool_progress_value_is_named(monkeypatch):
+    from nbpool import frontend
+
+    monkeypatch.setenv("NBPOOL_PROGRESS", "fancy")
+    with pytest.raises(ValueError, match="NBPOOL_PROGRESS='fancy' must be one of auto, text"):
+        frontend.widgets_available()

@@ -103,6 +103,12 @@ def dispatcher(worker_id, X):
         return nested_pool.map(square, X, progress_bar=True, progress_bar_position=worker_id + 1)
 
 
+def dispatcher_with_option(worker_id, X):
+    with WorkerPool(n_jobs=2) as nested_pool:
+        return nested_pool.map(square, X, progress_bar=True,
+                               progress_bar_options={"position": worker_id + 1})
+
+
 # ---- helpers ----------------------------------------------------------------------------------
 def _wid_and_square(worker_id, x):
     return worker_id, x * x
@@ -512,16 +518,31 @@ def test_nbpool_exports_tqdm():
     assert isinstance(tqdm, type) and issubclass(tqdm, std_tqdm)
 
 
+# a bar drawn at terminal row p is followed by tqdm's p cursor-up codes (ESC [ A)
+_BAR_AND_MOVES_UP = re.compile(r"\r[^\r\n\x1b]*\d+%\|[^\r\n\x1b]*((?:\x1b\[A)*)")
+
+
 @pytest.mark.timeout(90)
-def test_nested_pools_with_progress_bar_positions(capfd):
+@pytest.mark.parametrize("nested", ["progress_bar_position", "progress_bar_options"])
+def test_nested_pools_with_progress_bar_positions(capfd, nested):
+    task = dispatcher if nested == "progress_bar_position" else dispatcher_with_option
+
     def main():
-        with WorkerPool(n_jobs=2, daemon=False, pass_worker_id=True) as pool:
-            return pool.map(dispatcher, ((range(x, x + 20),) for x in range(8)), iterable_len=8,
+        # spawn: workers of a forkserver started by an earlier test would write to the stderr
+        # that test captured
+        with WorkerPool(n_jobs=2, daemon=False, pass_worker_id=True,
+                        start_method="spawn") as pool:
+            return pool.map(task, ((range(x, x + 20),) for x in range(8)), iterable_len=8,
                             n_splits=2, progress_bar=True)
 
     results = main()
     assert results == [[y * y for y in range(x, x + 20)] for x in range(8)]
-    assert "8/8" in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert "8/8" in err
+    # the main bar at row 0, the nested bars at rows 1 and 2 (worker_id + 1); the two nested
+    # pools write to the same stderr, so a display may be split: some display of each row
+    rows = {len(moves) // len("\x1b[A") for moves in _BAR_AND_MOVES_UP.findall(err)}
+    assert rows == {0, 1, 2}, repr(err)
 
 
 # ---- worker init and exit ---------------------------------------------------------------------

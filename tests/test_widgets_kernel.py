@@ -95,6 +95,30 @@ with WorkerPool(n_jobs=2, daemon=False, pass_worker_id=True) as pool:
                       n_splits=2)
 assert nested == [[y * y for y in range(x, x + 10)] for x in range(6)]
 """,
+    "apply_batch": """
+with WorkerPool(2) as pool:
+    with pool.progress(desc="applies") as batch:
+        pending = [pool.apply_async(slow, (x,)) for x in range(10)]
+    assert [r.get() for r in pending] == [x * 2 for x in range(10)]
+    print("counted", batch.submitted, batch.finished, batch.failed)
+""",
+    "disabled_and_coloured": """
+with WorkerPool(2) as pool:
+    pool.map(slow, range(4), progress_bar=True, progress_bar_options={"disable": True})
+    pool.map(slow, range(4), progress_bar=True, progress_bar_options={"colour": "GREEN"})
+""",
+    "text_by_environment": """
+import os
+from nbpool import tqdm
+from tqdm.notebook import tqdm_notebook
+print("nbpool.tqdm is a widget bar:", issubclass(tqdm, tqdm_notebook))
+os.environ["NBPOOL_PROGRESS"] = "text"
+try:
+    with WorkerPool(2) as pool:
+        pool.map(slow, range(6), progress_bar=True)
+finally:
+    del os.environ["NBPOOL_PROGRESS"]
+""",
     "workers": """
 pool = WorkerPool(2, use_worker_state=True, enable_insights=True, keep_alive=True)
 pool.show_workers()
@@ -239,3 +263,29 @@ def test_views_shown_during_an_imap_keep_its_final_state(executed):
     assert insights["text/plain"] == "nbpool insights: 2 workers, 20 tasks completed"
     html = _html(state, insights)
     assert "20 tasks completed" in html and ">restarts</th>" in html
+
+
+def test_apply_async_batch_shows_one_bar_that_ends_at_the_total(executed):
+    cells, state = executed
+    [data] = _displays(cells["apply_batch"])
+    assert "counted 10 10 0" in _stream(cells["apply_batch"], "stdout")
+    assert data["text/plain"] == "applies: 100% 10/10 (done)"
+    [bar] = _bars(state, data)
+    assert (bar["value"], bar["max"], bar["bar_style"]) == (10.0, 10.0, "success")
+
+
+def test_disabled_bar_shows_nothing_and_colour_reaches_the_widget(executed):
+    cells, state = executed
+    [data] = _displays(cells["disabled_and_coloured"])  # the disabled map showed none
+    assert data["text/plain"] == "100% 4/4 (done)"
+    [bar] = _bars(state, data)
+    style = state[bar["style"].removeprefix("IPY_MODEL_")]["state"]
+    assert style["bar_color"] == "green"
+
+
+def test_nbpool_progress_text_gives_text_bars_in_a_kernel(executed):
+    cells, _ = executed
+    cell = cells["text_by_environment"]
+    assert "nbpool.tqdm is a widget bar: True" in _stream(cell, "stdout")
+    assert _displays(cell) == []
+    assert "6/6" in _stream(cell, "stderr")

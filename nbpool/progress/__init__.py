@@ -7,6 +7,7 @@ to the root process, which draws it under its own bar.
 
 from __future__ import annotations
 
+import functools
 from typing import Protocol
 
 from .. import frontend
@@ -36,8 +37,12 @@ def resolve_style(style: str | None) -> str:
     return style
 
 
-def make_progress(style, total, options: dict, position: int | None) -> ProgressView:
-    """A progress view for ``style`` (see ``resolve_style``)."""
+def make_progress(style, total, options: dict, position: int | None) -> ProgressView | None:
+    """A progress view for ``style`` (see ``resolve_style``); None with ``disable=True``.
+
+    ``options`` were checked by ``params.progress_bar_options``."""
+    if options.get("disable") is True:
+        return None
     style = resolve_style(style)
     if style == "relayed":
         from .relayed import RelayedProgress
@@ -54,3 +59,20 @@ def make_progress(style, total, options: dict, position: int | None) -> Progress
     from .terminal import TerminalProgress
 
     return TerminalProgress(total, options, position)
+
+
+@functools.cache
+def tqdm_class() -> type:
+    """``nbpool.tqdm``, chosen at first use as ``tqdm.auto`` chooses at import: the widget bar
+    where nbpool draws widgets, text elsewhere, with async iteration. Without tqdm's monitor
+    thread, so that a pool used after it may still fork."""
+    from tqdm.asyncio import tqdm_asyncio
+
+    if frontend.widgets_available():
+        from tqdm.notebook import tqdm_notebook
+
+        bases: tuple = (tqdm_notebook, tqdm_asyncio)
+    else:
+        bases = (tqdm_asyncio,)
+    doc = "tqdm's bar (a widget in Jupyter, text elsewhere) without tqdm's monitor thread."
+    return type("tqdm", bases, {"monitor_interval": 0, "__module__": "nbpool", "__doc__": doc})

@@ -47,11 +47,12 @@ class ProgressModel:
     """Count, total, timing and outcome of one map."""
 
     def __init__(self, total: int | None, desc: str = "", unit: str = "it",
-                 min_interval: float = DEFAULT_MIN_INTERVAL,
+                 colour: str | None = None, min_interval: float = DEFAULT_MIN_INTERVAL,
                  clock: Callable[[], float] = time.monotonic):
         self.total = total
         self.desc = desc
         self.unit = unit
+        self.colour = colour
         self.n = 0
         self.outcome = "running"
         self.message = ""
@@ -62,8 +63,9 @@ class ProgressModel:
 
     @classmethod
     def from_options(cls, total: int | None, options: dict) -> "ProgressModel":
-        """A model described by tqdm-style ``progress_bar_options`` (desc, unit)."""
-        return cls(total, str(options.get("desc") or ""), str(options.get("unit") or "it"))
+        """A model described by tqdm-style ``progress_bar_options`` (desc, unit, colour)."""
+        return cls(total, options.get("desc") or "", options.get("unit") or "it",
+                   options.get("colour"))
 
     # -- changes -------------------------------------------------------------------------
     def set_count(self, n: int) -> None:

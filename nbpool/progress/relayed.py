@@ -27,6 +27,7 @@ class RelayedProgress:
         model = self.model
         upstream.send((PROGRESS, {
             "id": self.id, "position": self.position, "desc": model.desc, "unit": model.unit,
+            "colour": model.colour,
             "n": model.n, "total": model.total, "elapsed": model.elapsed,
             "outcome": model.outcome, "message": model.message,
         }))

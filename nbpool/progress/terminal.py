@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import warnings
 
 from tqdm import tqdm
 
-from ..warn import warn_user
-
-_FORCED = ("total", "leave")
+_MESSAGE_WIDTH = 80  # an error message is cut to this many characters on the bar's line
 
 
 class _Bar(tqdm):
@@ -19,50 +18,68 @@ class _Bar(tqdm):
 
 
 class TerminalProgress:
-    """A tqdm bar whose count is set from the pool's shared counters."""
+    """A tqdm bar whose count is set from the pool's shared counters.
+
+    ``options`` were checked by ``params.progress_bar_options``."""
 
     bar_class = _Bar
 
     def __init__(self, total, options: dict, position: int | None):
         options = dict(options)
-        for key in _FORCED:
-            if key in options:
-                warn_user(f"progress_bar_options[{key!r}] is set by nbpool and ignored")
-                options.pop(key)
         if position is not None:
             options["position"] = position
         settings = {"file": sys.stderr, "dynamic_ncols": True, "mininterval": 0.1,
                     "maxinterval": 0.5}
         settings.update(options)
+        self.desc = options.get("desc") or ""
         self.bar = self.bar_class(total=total, leave=True, **settings)
         self.done = 0
 
     def update(self, done: int) -> None:
         if done != self.done:
-            self.bar.update(done - self.done)
+            self.bar.update(done - self.done)  # tqdm redraws at most every mininterval
             self.done = done
 
     def set_total(self, total: int) -> None:
-        self.bar.total = total
-        self.bar.refresh()
+        self.bar.total = total  # drawn by the next update or by close
 
     def close(self, outcome: str, message: str = "") -> None:
+        label = f"{self.desc} - " if self.desc else ""
         if outcome == "error":
             self.bar.colour = "red"
-            self.bar.set_description(f"Error: {message}"[:80])
+            self.bar.set_description(f"{label}Error: {message[:_MESSAGE_WIDTH]}", refresh=False)
         elif outcome == "interrupted":
-            self.bar.set_description("Interrupted")
-        self.bar.close()
+            self.bar.set_description(f"{label}Interrupted", refresh=False)
+        self.bar.close()  # draws the final state once
+
+
+@functools.cache
+def _rich_bar_class() -> type:
+    """tqdm's rich bar without threads: no tqdm monitor, and rich's live display without its
+    auto-refresh thread (which outlives the bar by up to a refresh period); the pool's
+    updates redraw it instead."""
+    from tqdm import TqdmExperimentalWarning
+    from tqdm.rich import tqdm_rich
+
+    warnings.filterwarnings("ignore", category=TqdmExperimentalWarning)
+
+    class RichBar(tqdm_rich):
+        monitor_interval = 0
+
+        def display(self, *args, **kwargs):
+            super().display(*args, **kwargs)
+            if hasattr(self, "_prog"):
+                self._prog.refresh()
+
+    return RichBar
 
 
 class RichProgress(TerminalProgress):
     def __init__(self, total, options: dict):
-        try:
-            from tqdm.rich import tqdm as rich_tqdm
-            from tqdm import TqdmExperimentalWarning
-        except ImportError as exc:  # rich missing
-            raise ImportError("progress_bar_style='rich' needs the 'rich' package") from exc
-        warnings.filterwarnings("ignore", category=TqdmExperimentalWarning)
-        self.bar_class = rich_tqdm
-        options = {k: v for k, v in options.items() if k not in ("position",)}
+        from rich.console import Console
+
+        self.bar_class = _rich_bar_class()
+        options = {k: v for k, v in options.items() if k != "position"}
+        console = Console(file=options.get("file") or sys.stderr)
+        options["options"] = {"auto_refresh": False, "console": console}
         super().__init__(total, options, None)

@@ -3,7 +3,8 @@
 Rules that follow from how the kernel behaves (see docs/widgets.md):
 - the thread that runs the cell creates and displays the widget, inside the call that starts
   the work, and makes every update too (the pool is driven from that thread);
-- ``ProgressModel.due`` throttles updates to about ten a second;
+- ``ProgressModel.due`` throttles updates of the main bar to about ten a second, and one more
+  ``Throttle`` the nested bars' together (however many nested pools report);
 - the final state is written before the blocking call returns, and the display is refreshed
   so that the stored text form (what nbval, nbconvert and GitHub show) is the final one.
 """
@@ -11,12 +12,14 @@ Rules that follow from how the kernel behaves (see docs/widgets.md):
 from __future__ import annotations
 
 import html
+import time
+from typing import Callable
 
 import ipywidgets as widgets
 from IPython.display import display
 
 from ..widgets.base import TextFormBox
-from .model import ProgressModel
+from .model import ProgressModel, Throttle
 
 CSS_CLASS = "nbpool-progress"
 BAR_CSS_CLASS = "nbpool-progress-bar"
@@ -26,6 +29,10 @@ _BAR_STYLE = {"running": "", "done": "success", "error": "danger", "interrupted"
 def _html_text(text: str) -> str:
     # figure spaces keep the columns steady while the numbers change, as tqdm's bar does
     return html.escape(text).replace(" ", "\u2007")
+
+
+def _css_colour(colour: str) -> str:
+    return colour if colour.startswith("#") else colour.lower()  # tqdm's names are upper case
 
 
 class ProgressBox(TextFormBox):
@@ -66,6 +73,9 @@ class BarRow:
                 running = model.outcome == "running"
                 self.bar.bar_style = "info" if running else _BAR_STYLE[model.outcome]
             self.bar.description = model.desc
+            if model.colour:  # tqdm's colour, while running and when done; errors stay red
+                keep = model.outcome in ("running", "done")
+                self.bar.style.bar_color = _css_colour(model.colour) if keep else None
         figures = f"{model.count_text()} {model.timing_text()}"
         if model.outcome in ("error", "interrupted"):
             figures += f" {model.outcome_text()}"
@@ -75,10 +85,13 @@ class BarRow:
 class WidgetProgress:
     """The progress view of one map in a notebook."""
 
-    def __init__(self, total: int | None, options: dict, show_main: bool = True):
+    def __init__(self, total: int | None, options: dict, show_main: bool = True,
+                 clock: Callable[[], float] = time.monotonic):
         self.model = ProgressModel.from_options(total, options)
         self.row = BarRow(self.model) if show_main else None
         self.nested: dict = {}  # position (or nested map id) -> BarRow
+        self._nested_redraw = Throttle(clock=clock)
+        self._stale: set = set()  # keys of nested rows changed since they were drawn
         self.widget = ProgressBox(self.text_form, children=[self.row.box] if self.row else [])
         self.widget.add_class(CSS_CLASS)
         self.handle = display(self.widget, display_id=True)
@@ -95,6 +108,7 @@ class WidgetProgress:
         self.model.finish(outcome, message)
         if self.row is not None:
             self.row.draw()
+        self._draw_stale()
         if self.handle is not None:
             self.handle.update(self.widget)  # so the stored text form is the final one
 
@@ -103,12 +117,14 @@ class WidgetProgress:
 
         Bars with a ``progress_bar_position`` keep one row per position (later maps at the
         same position reuse it, as they overwrite a terminal line); others get a row each.
+        Redraws of all nested rows together are throttled; a final state is drawn at once.
         """
         position = report.get("position")
         key = (0, position) if position is not None else (1, str(report["id"]))
         row = self.nested.get(key)
         if row is None or row.report_id != report["id"]:
-            model = ProgressModel(report["total"], report["desc"], report["unit"])
+            model = ProgressModel(report["total"], report["desc"], report["unit"],
+                                  report.get("colour"))
             if row is None:
                 row = BarRow(model)
                 self.nested[key] = row
@@ -121,10 +137,20 @@ class WidgetProgress:
         model = row.model
         model.set_total(report["total"])
         model.set_count(report["n"])
+        model.set_elapsed(report["elapsed"])
         if report["outcome"] != "running":
             model.finish(report["outcome"], report.get("message", ""))
-        model.set_elapsed(report["elapsed"])
-        row.draw()
+            self._stale.discard(key)
+            row.draw()
+        else:
+            self._stale.add(key)
+        if self._stale and self._nested_redraw.due():
+            self._draw_stale()
+
+    def _draw_stale(self) -> None:
+        for key in sorted(self._stale):
+            self.nested[key].draw()
+        self._stale.clear()
 
     def text_form(self) -> str:
         lines = [self.model.summary()] if self.row is not None else []
