@@ -23,13 +23,15 @@ from .engine.protocol import PROGRESS, JobSpec
 from .engine.status import worker_rows
 from .insights import Insights, TopTasks
 from .map_output import MapOutput
+from .warn import warn_user
 
 
 class WorkerPool:
     """A pool of worker processes with mpire's ``WorkerPool`` interface.
 
     ``start_method='auto'`` (the default) forks only where that is safe and otherwise uses a
-    forkserver (or spawn), so functions defined in a notebook work everywhere.
+    forkserver (or spawn), so functions defined in a notebook work everywhere;
+    ``start_method=None`` means 'auto' too.
     ``use_shared_memory`` (nbpool only, default True) moves large numpy arguments, results and
     ``shared_objects`` through shared memory instead of pickling them through a pipe; workers
     see zero-copy, copy-on-write views. False pickles everything, like mpire.
@@ -54,11 +56,11 @@ class WorkerPool:
         n = params.n_jobs(n_jobs)
         self._n_jobs = n
         self._daemon = params.flag("daemon", daemon)
-        self._cpu_ids = params.cpu_ids(cpu_ids, n)
+        self._start_method = params.start_method(start_method)
+        self._cpu_ids = params.cpu_ids(cpu_ids, n, self._start_method)
         self._shared_objects = shared_objects
         self._pass_worker_id = params.flag("pass_worker_id", pass_worker_id)
         self._use_worker_state = params.flag("use_worker_state", use_worker_state)
-        self._start_method = params.start_method(start_method)
         self._keep_alive = params.flag("keep_alive", keep_alive)
         self._use_dill = params.flag("use_dill", use_dill)  # cloudpickle is always used
         self._enable_insights = params.flag("enable_insights", enable_insights)
@@ -130,6 +132,8 @@ class WorkerPool:
             if self._same_setup(engine._setup_args, setup):
                 engine.reap()  # a worker that died while idle lost nothing: replace it
                 return
+            if self._keep_alive:
+                _warn_restart(engine._setup_args, setup)
             self._finish_applies()
             self._stop_workers()  # their init/exit or pool parameters changed: start afresh
         self._top_tasks = TopTasks()
@@ -499,6 +503,7 @@ class WorkerPool:
 
         With ``keep_alive=True`` the workers stay up (for the next map).
         """
+        keep_alive = params.flag("keep_alive", keep_alive)
         self._finish_applies()
         if keep_alive:
             return
@@ -560,6 +565,17 @@ class WorkerPool:
                 engine.close()
             except Exception:
                 pass
+
+
+def _warn_restart(old: dict, new: dict) -> None:
+    """keep_alive promises the same workers; a map with another worker_init or worker_exit
+    cannot keep that promise (the new init must run), so say so. A setter called on purpose
+    (set_shared_objects, ...) restarts them without a warning."""
+    changed = [key for key in ("worker_init", "worker_exit") if old[key] is not new[key]]
+    if changed:
+        warn_user(f"keep_alive=True, but {' and '.join(changed)} differ from the ones the "
+                  "workers were started with: restarting the workers so that they run the "
+                  "new ones. Pass the same function objects to keep the workers.", UserWarning)
 
 
 def _weak_method(method: Callable) -> Callable:
