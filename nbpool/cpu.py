@@ -28,9 +28,10 @@ def _read(path: str) -> str:
         return f.read()
 
 
-def cgroup_cpu_limit(root: str = CGROUP_ROOT) -> float | None:
-    """CPU quota of the container (cgroup v2 ``cpu.max`` or v1 cfs files under ``root``), if
-    any. A file that is missing or unreadable means no limit."""
+def cgroup_cpu_limit(root: str | None = None) -> float | None:
+    """CPU quota of the container (cgroup v2 ``cpu.max`` or v1 cfs files under ``root``,
+    default ``CGROUP_ROOT``), if any. A missing or unreadable file means no limit."""
+    root = CGROUP_ROOT if root is None else root
     try:
         return parse_cpu_max(_read(os.path.join(root, "cpu.max")))
     except (OSError, ValueError):
