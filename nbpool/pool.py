@@ -327,7 +327,7 @@ class WorkerPool:
         self._nested_view = None
         try:
             self._ensure_workers(worker_init, worker_exit)
-            engine.lifespan = worker_lifespan
+            engine.set_lifespan(worker_lifespan)
             engine.init_timeout = worker_init_timeout
             engine.exit_timeout = worker_exit_timeout
             baseline = engine.tasks_done()
