@@ -373,6 +373,7 @@ class WorkerPool:
         finally:
             self._map_running = False
             self._progress = None
+            engine.set_lifespan(None)  # a map's worker_lifespan is not for later apply tasks
         for view in (progress, self._nested_view):
             if view is not None:
                 view.close("done")
