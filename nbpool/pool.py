@@ -595,9 +595,10 @@ def _warn_restart(old: dict, new: dict) -> None:
     (set_shared_objects, ...) restarts them without a warning."""
     changed = [key for key in ("worker_init", "worker_exit") if old[key] is not new[key]]
     if changed:
-        warn_user(f"keep_alive=True, but {' and '.join(changed)} differ from the ones the "
-                  "workers were started with: restarting the workers so that they run the "
-                  "new ones. Pass the same function objects to keep the workers.", UserWarning)
+        verb = "differ" if len(changed) > 1 else "differs"
+        warn_user(f"keep_alive=True, but {' and '.join(changed)} {verb} from what the workers "
+                  "were started with: restarting the workers so that the new functions run. "
+                  "Pass the same function objects to keep the workers.", UserWarning)
 
 
 def _weak_method(method: Callable) -> Callable:

@@ -167,6 +167,7 @@ def test_map_pickles_its_function_once_and_apply_once_per_call():
         # restarted workers get the map's function again, from the same pickle
         pool.map(function, range(40), chunk_size=1, worker_lifespan=5)
         assert mt.CountingSquare.pickles == 2
+    with WorkerPool(n_jobs=2, start_method="threading") as pool:
         # apply_async pickles the function with each call (see the next test for why)
         mt.CountingSquare.pickles = 0
         results = [pool.apply_async(function, (i,)) for i in range(50)]
@@ -198,7 +199,7 @@ def test_keep_alive_warns_when_a_new_worker_init_or_exit_restarts_the_workers():
             warnings.simplefilter("error")
             pool.map(mt.square, range(4), worker_init=mt.init_a)
             pool.map(mt.square, range(4), worker_init=mt.init_a)  # the same: kept
-        with pytest.warns(UserWarning, match=r"keep_alive=True, but worker_init differ"):
+        with pytest.warns(UserWarning, match=r"keep_alive=True, but worker_init differs"):
             pool.map(mt.square, range(4), worker_init=mt.init_b)
         with pytest.warns(UserWarning, match=r"worker_init and worker_exit differ"):
             pool.map(mt.square, range(4), worker_exit=mt.exit_returning_1)
