@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import numbers
 import re
 from typing import Any
@@ -33,12 +34,17 @@ def positive_int(name: str, value: Any, minimum: int = 1, allow_none: bool = Tru
 
 
 def positive_number(name: str, value: Any, minimum: float = 0.0, inclusive: bool = False):
+    """A finite number above ``minimum``, or None. NaN would compare False with every bound
+    (and so pass them), inf would overflow the event loop's wait: both are refused."""
     if value is None:
         return None
     if not _is_number(value):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    op = ">=" if inclusive else ">"
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number {op} {minimum} (or None), "
+                         f"got {value!r}")
     if value < minimum or (value == minimum and not inclusive):
-        op = ">=" if inclusive else ">"
         raise ValueError(f"{name} must be {op} {minimum}, got {value!r}")
     return value
 
@@ -67,8 +73,12 @@ def n_jobs(value: Any) -> int:
 
 
 def start_method(value: Any) -> str:
+    """None is taken as 'auto' (mpire has no None; accepting it costs nothing)."""
     if value is None:
         return "auto"
+    if not isinstance(value, str):
+        raise TypeError(f"start_method must be a str, one of {START_METHODS}, got "
+                        f"{type(value).__name__} {value!r}")
     if value not in START_METHODS:
         raise ValueError(
             f"Unknown start method: {value!r}. start_method must be one of {START_METHODS}"
@@ -76,25 +86,32 @@ def start_method(value: Any) -> str:
     return value
 
 
-def cpu_ids(value: Any, n: int) -> list[list[int]] | None:
-    """Normalised to one list of CPU ids per worker."""
+def cpu_ids(value: Any, n: int, method: str = "auto") -> list[list[int]] | None:
+    """Normalised to one list of CPU ids per worker. Threads share their process's
+    affinity: pinning one would pin the whole process, so threading refuses cpu_ids."""
     if value is None:
         return None
     if not isinstance(value, (list, tuple)):
         raise TypeError(f"cpu_ids must be a list of ints or of lists of ints, got {value!r}")
+    if method == "threading":
+        raise ValueError("cpu_ids cannot be used with start_method='threading': worker "
+                         "threads share the process's CPU affinity and cannot be pinned one by "
+                         "one. Use a process start method, or cpu_ids=None")
     if len(value) not in (1, n):
         raise ValueError(f"cpu_ids must have 1 or n_jobs={n} entries, got {len(value)}")
     n_cpus = cpu_count_all()
     result = []
     for entry in value:
         ids = list(entry) if isinstance(entry, (list, tuple, set)) else [entry]
+        if not ids:
+            raise ValueError(f"cpu_ids entries must name at least one CPU, got {entry!r}")
         for cpu in ids:
             if not _is_int(cpu):
-                raise TypeError(f"cpu_ids entries must be ints, got {cpu!r}")
+                raise TypeError(f"cpu_ids entries must be ints or lists of ints, got {cpu!r}")
             if cpu < 0 or cpu >= n_cpus:
                 raise ValueError(
                     f"cpu_ids entry {cpu} is not a CPU of this machine (0..{n_cpus - 1})")
-        result.append(ids)
+        result.append([int(cpu) for cpu in ids])
     return result * n if len(result) == 1 else result
 
 
@@ -104,14 +121,17 @@ def cpu_count_all() -> int:
     return os.cpu_count() or 1
 
 
-def chunk_size(value: Any):
+def chunk_size(value: Any) -> int | float | None:
+    """An int or a finite float >= 1 (fractional sizes alternate, see chunking), or None."""
     if value is None:
         return None
     if not _is_number(value):
         raise TypeError(f"chunk_size must be an int or float >= 1, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"chunk_size must be a finite number >= 1, got {value!r}")
     if value < 1:
         raise ValueError(f"chunk_size must be >= 1, got {value!r}")
-    return value
+    return int(value) if _is_int(value) else float(value)
 
 
 def _option_name(key: str) -> str:

@@ -17,19 +17,21 @@ from .chunking import (WorkMeter, _is_numpy_array, adaptive_sizes, iter_chunks, 
                        resolve_chunk_size)
 from .engine import upstream
 from .engine.core import Engine, Job
-from .engine.errors import RemoteTraceback
+from .engine.errors import RemoteTraceback, TaskPicklingError
 from .engine.mapping import MapRun
 from .engine.protocol import PROGRESS, JobSpec
 from .engine.status import worker_rows
 from .insights import NO_INSIGHTS, Insights, TopTasks
 from .map_output import MapOutput
+from .warn import warn_user
 
 
 class WorkerPool:
     """A pool of worker processes with mpire's ``WorkerPool`` interface.
 
     ``start_method='auto'`` (the default) forks only where that is safe and otherwise uses a
-    forkserver (or spawn), so functions defined in a notebook work everywhere.
+    forkserver (or spawn), so functions defined in a notebook work everywhere;
+    ``start_method=None`` means 'auto' too.
     ``use_shared_memory`` (nbpool only, default True) moves large numpy arguments, results and
     ``shared_objects`` through shared memory instead of pickling them through a pipe; workers
     see zero-copy, copy-on-write views. False pickles everything, like mpire.
@@ -54,11 +56,11 @@ class WorkerPool:
         n = params.n_jobs(n_jobs)
         self._n_jobs = n
         self._daemon = params.flag("daemon", daemon)
-        self._cpu_ids = params.cpu_ids(cpu_ids, n)
+        self._start_method = params.start_method(start_method)
+        self._cpu_ids = params.cpu_ids(cpu_ids, n, self._start_method)
         self._shared_objects = shared_objects
         self._pass_worker_id = params.flag("pass_worker_id", pass_worker_id)
         self._use_worker_state = params.flag("use_worker_state", use_worker_state)
-        self._start_method = params.start_method(start_method)
         self._keep_alive = params.flag("keep_alive", keep_alive)
         self._use_dill = params.flag("use_dill", use_dill)  # cloudpickle is always used
         self._enable_insights = params.flag("enable_insights", enable_insights)
@@ -131,12 +133,22 @@ class WorkerPool:
             if self._same_setup(engine._setup_args, setup):
                 engine.reap()  # a worker that died while idle lost nothing: replace it
                 return
+            if self._keep_alive:
+                _warn_restart(engine._setup_args, setup)
             self._finish_applies()
             self._stop_workers()  # their init/exit or pool parameters changed: start afresh
         self._top_tasks = TopTasks()
         engine.exit_results = []
         engine.exit_errors = []
-        engine.start(setup)
+        try:
+            engine.start(setup)
+        except Exception as exc:
+            engine.terminate()
+            culprit = _unpicklable_setup(setup)
+            if culprit is None:
+                raise
+            raise TaskPicklingError(f"{culprit[0]} could not be pickled to start the "
+                                    f"{self.start_method} workers: {culprit[1]}") from exc
 
     def _drive(self, timeout: float | None) -> None:
         """Advance the event loop once (used by AsyncResult)."""
@@ -318,7 +330,7 @@ class WorkerPool:
         self._nested_view = None
         try:
             self._ensure_workers(worker_init, worker_exit)
-            engine.lifespan = worker_lifespan
+            engine.set_lifespan(worker_lifespan)
             engine.init_timeout = worker_init_timeout
             engine.exit_timeout = worker_exit_timeout
             baseline = engine.tasks_done()
@@ -363,6 +375,7 @@ class WorkerPool:
         finally:
             self._map_running = False
             self._progress = None
+            engine.set_lifespan(None)  # a map's worker_lifespan is not for later apply tasks
         for view in (progress, self._nested_view):
             if view is not None:
                 view.close("done")
@@ -552,6 +565,7 @@ class WorkerPool:
 
         With ``keep_alive=True`` the workers stay up (for the next map).
         """
+        keep_alive = params.flag("keep_alive", keep_alive)
         self._finish_applies()
         if keep_alive:
             return
@@ -612,6 +626,31 @@ class WorkerPool:
                 engine.close()
             except Exception:
                 pass
+
+
+def _unpicklable_setup(setup: dict) -> tuple[str, Exception] | None:
+    """Which of the user's start-up objects spawn and forkserver workers cannot receive
+    (checked only after a start failed, so the objects are pickled twice only then)."""
+    from .engine.serialization import dumps_at_start
+
+    for key in ("shared_objects", "worker_init", "worker_exit"):
+        try:
+            dumps_at_start(setup[key])
+        except Exception as exc:
+            return key, exc
+    return None
+
+
+def _warn_restart(old: dict, new: dict) -> None:
+    """keep_alive promises the same workers; a map with another worker_init or worker_exit
+    cannot keep that promise (the new init must run), so say so. A setter called on purpose
+    (set_shared_objects, ...) restarts them without a warning."""
+    changed = [key for key in ("worker_init", "worker_exit") if old[key] is not new[key]]
+    if changed:
+        verb = "differ" if len(changed) > 1 else "differs"
+        warn_user(f"keep_alive=True, but {' and '.join(changed)} {verb} from what the workers "
+                  "were started with: restarting the workers so that the new functions run. "
+                  "Pass the same function objects to keep the workers.", UserWarning)
 
 
 def _weak_method(method: Callable) -> Callable:

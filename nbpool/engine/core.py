@@ -362,6 +362,13 @@ class Engine:
             self._send(slot, job.spec_message)
             slot.job_id = job.id
 
+    def set_lifespan(self, lifespan: int | None) -> None:
+        """A map's ``worker_lifespan``. Kept-alive workers already past it retire now: no
+        chunk would ever be sent to them, and the map would wait for them forever."""
+        self.lifespan = lifespan
+        for slot in self.live_slots():
+            self._maybe_retire(slot)
+
     def can_take(self, slot: WorkerSlot) -> bool:
         if slot.gone or slot.stopping or len(slot.in_flight) >= PREFETCH:
             return False
