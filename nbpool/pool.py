@@ -20,6 +20,7 @@ from .engine.core import Engine, Job
 from .engine.errors import RemoteTraceback, TaskPicklingError
 from .engine.mapping import MapRun
 from .engine.protocol import PROGRESS, JobSpec
+from .engine.signals import interrupts_deferred
 from .engine.status import worker_rows
 from .insights import NO_INSIGHTS, Insights, TopTasks
 from .map_output import MapOutput
@@ -337,7 +338,8 @@ class WorkerPool:
             if progress_bar:
                 from .progress import make_progress
 
-                progress = self._progress = make_progress(style, total, options, position)
+                with interrupts_deferred():  # a Ctrl-C mid-draw still leaves a bar to close
+                    progress = self._progress = make_progress(style, total, options, position)
 
             refresh_views = _weak_method(self._refresh_views)  # must not hold the pool
 
@@ -518,8 +520,9 @@ class WorkerPool:
         from .progress.batch import BatchProgress
 
         position = options.pop("position", None)
-        batch = self._batch = BatchProgress(make_progress(style, total, options, position),
-                                            total)
+        with interrupts_deferred():  # a Ctrl-C mid-draw still leaves a bar to close
+            batch = self._batch = BatchProgress(make_progress(style, total, options, position),
+                                                total)
         try:
             yield batch
             while batch.pending:
