@@ -85,3 +85,11 @@ class CountingSquare:
     def __reduce__(self):
         type(self).pickles += 1
         return (CountingSquare, ())
+
+
+def sum_of_squares_in_a_forkserver_pool(n):
+    """A nested pool with an explicit forkserver, inside a worker."""
+    from nbpool import WorkerPool
+
+    with WorkerPool(n_jobs=2, start_method="forkserver") as pool:
+        return sum(pool.map(square, range(n)))

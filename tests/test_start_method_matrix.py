@@ -216,3 +216,16 @@ def test_join_is_stop_and_join():
         pool.join()  # stops the worker, after its exit function
         assert not pool._engine.running
         assert pool.get_exit_results() == [1]
+
+
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_a_nested_forkserver_pool_in_a_worker_of_a_process_that_runs_a_forkserver(method):
+    """A forked worker inherited its parent's forkserver pid, not its own child: a nested
+    forkserver pool failed with ChildProcessError. Workers now forget inherited forkservers."""
+    with WorkerPool(n_jobs=1, start_method="forkserver") as pool:  # this process runs one now
+        assert pool.map(mt.square, range(3)) == [0, 1, 4]
+    with WorkerPool(n_jobs=2, start_method=method, daemon=False) as pool:
+        sums = pool.map(mt.sum_of_squares_in_a_forkserver_pool, [3, 4], chunk_size=1)
+    assert sums == [5, 14]

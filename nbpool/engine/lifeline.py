@@ -47,26 +47,31 @@ def close_inherited_parent_ends() -> None:
 
 
 def release_forkserver() -> None:
-    """In a forkserver's worker: close the inherited copy of the parent's "alive" pipe end.
+    """In a worker process: forget the forkserver this process inherited.
 
-    multiprocessing hands every forkserver child the parent's end of the pipe whose EOF
-    tells the forkserver that its parent is gone. While a worker holds that copy, a killed
-    parent (the kernel, ``kill -9``) leaves the forkserver running, and so its busy workers,
-    whose death signal follows the forkserver. The child never uses the copy: a nested pool
-    starts a forkserver of its own. A forked child of a process that runs a forkserver
-    (``_forkserver_pid`` set) keeps it, as its nested pools use that server.
+    - A forkserver's child holds a copy of the parent's end of the pipe whose EOF tells the
+      forkserver that its parent is gone. While busy workers held it, a killed parent (the
+      kernel, ``kill -9``) left the forkserver running, and so those workers, whose death
+      signal follows the forkserver.
+    - A forked child of a process that runs a forkserver inherits that server's pid, which
+      is not its child: a nested forkserver pool then failed with ChildProcessError.
+
+    A nested forkserver pool in a worker starts a forkserver of its own instead.
     """
-    # A forkserver's child has the module; importing it anywhere else would cost milliseconds.
+    # Present wherever a forkserver was used; importing it anywhere else would cost ms.
     forkserver = sys.modules.get("multiprocessing.forkserver")
     server = getattr(forkserver, "_forkserver", None)
-    fd = getattr(server, "_forkserver_alive_fd", None)
-    if fd is None or getattr(server, "_forkserver_pid", None) is not None:
+    if server is None:
         return
-    try:
-        os.close(fd)
-    except OSError:
-        pass
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
     server._forkserver_alive_fd = None
+    server._forkserver_address = None
+    server._forkserver_pid = None
 
 
 def _load_prctl():
