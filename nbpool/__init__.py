@@ -11,14 +11,16 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 __all__ = ["WorkerPool", "cpu_count", "tqdm", "__version__", "WorkerDiedError", "WorkerStartError",
-           "TaskPicklingError", "RemoteTraceback"]
-_ERRORS = ("WorkerDiedError", "WorkerStartError", "TaskPicklingError", "RemoteTraceback")
+           "TaskPicklingError", "TaskExitError", "RemoteTraceback"]
+_ERRORS = ("WorkerDiedError", "WorkerStartError", "TaskPicklingError", "TaskExitError",
+           "RemoteTraceback")
 
 if TYPE_CHECKING:
     from tqdm.auto import tqdm
 
     from .cpu import cpu_count
-    from .engine.errors import RemoteTraceback, TaskPicklingError, WorkerDiedError, WorkerStartError
+    from .engine.errors import (RemoteTraceback, TaskExitError, TaskPicklingError,
+                                WorkerDiedError, WorkerStartError)
     from .pool import WorkerPool
 
 

@@ -808,7 +808,8 @@ def test_error_classes_are_importable_from_the_package():
     import nbpool
     from nbpool.engine import errors
 
-    for name in ("WorkerDiedError", "WorkerStartError", "TaskPicklingError", "RemoteTraceback"):
+    for name in ("WorkerDiedError", "WorkerStartError", "TaskPicklingError", "TaskExitError",
+                 "RemoteTraceback"):
         assert getattr(nbpool, name) is getattr(errors, name)
         assert name in dir(nbpool)
 

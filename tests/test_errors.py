@@ -15,12 +15,14 @@ import sys
 import textwrap
 import threading
 import time
+from functools import partial
 
 import psutil
 import pytest
 
 from nbpool import WorkerPool
-from nbpool.engine.errors import TaskPicklingError, WorkerDiedError, WorkerStartError
+from nbpool.engine.errors import (RemoteTraceback, TaskExitError, TaskPicklingError,
+                                  WorkerDiedError, WorkerStartError)
 from tasks import square
 
 HANG_GUARD = 30  # seconds; only there so that a hang fails instead of blocking the run
@@ -65,6 +67,12 @@ RAISERS = {
 def system_exit_on_7(x):
     if x == 7:
         sys.exit(5)
+    return x
+
+
+def keyboard_interrupt_on(target, x):
+    if x == target:
+        raise KeyboardInterrupt("raised by the task itself")
     return x
 
 
@@ -187,12 +195,33 @@ def test_task_exception_in_imap_and_apply():
 
 
 @pytest.mark.timeout(HANG_GUARD)
-def test_system_exit_in_task_is_reported():
+def test_system_exit_in_a_task_is_a_task_error_not_the_end_of_the_program():
+    # Re-raised as it is, sys.exit(0) in a task would end the user's script quietly, with
+    # exit code 0.
     with WorkerPool(n_jobs=2) as pool:
-        with pytest.raises(SystemExit) as info:
+        with pytest.raises(TaskExitError) as info:
             pool.map(system_exit_on_7, range(20))
-        assert info.value.code == 5 or "5" in str(info.value)
-        assert "Arg 0: 7" in _cause_text(info.value)
+        exc = info.value
+        assert isinstance(exc, RuntimeError)
+        assert "task 7 (Arg 0: 7) raised SystemExit(5)" in str(exc)
+        assert re.search(r"Worker-\d", str(exc))
+        assert isinstance(exc.original, SystemExit) and exc.original.code == 5
+        assert isinstance(exc.__cause__, RemoteTraceback)
+        assert "in system_exit_on_7" in _cause_text(exc)  # the worker's traceback
+        _assert_pool_works(pool)
+
+
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_keyboard_interrupt_raised_by_a_task_is_not_taken_for_ctrl_c(start_method):
+    with WorkerPool(n_jobs=2, start_method=start_method) as pool:
+        with pytest.raises(TaskExitError) as info:
+            pool.map(partial(keyboard_interrupt_on, 11), range(20))
+        assert "task 11 (Arg 0: 11) raised KeyboardInterrupt" in str(info.value)
+        assert "raised by the task itself" in str(info.value)
+        assert "in keyboard_interrupt_on" in _cause_text(info.value)
+        with pytest.raises(TaskExitError, match=r"a task \(Arg 0: 3; Arg 1: 3\) raised Keyb"):
+            pool.apply(keyboard_interrupt_on, (3, 3))
         _assert_pool_works(pool)
 
 
@@ -307,11 +336,12 @@ def vanishing_module(tmp_path):
 def test_spawn_worker_that_cannot_import_the_function(vanishing_module):
     assert vanishing_module.triple(2) == 6  # fine in the parent
     with WorkerPool(n_jobs=2, start_method="spawn") as pool:
-        with pytest.raises(Exception) as info:
+        with pytest.raises(TaskPicklingError) as info:
             pool.map(vanishing_module.triple, range(10))
-        assert isinstance(info.value, (RuntimeError, ImportError)), repr(info.value)
-        assert "Worker-" in _all_text(info.value) or vanishing_module.__name__ in _all_text(
-            info.value)
+        text = _all_text(info.value)
+        assert "could not be loaded in Worker-" in text, text
+        assert f"No module named '{vanishing_module.__name__}'" in text, text
+        assert isinstance(info.value.__cause__, ModuleNotFoundError)
         _assert_pool_works(pool)
 
 
@@ -322,6 +352,9 @@ def test_spawn_worker_that_cannot_import_its_worker_init(vanishing_module):
             pool.map(square, range(10), worker_init=vanishing_module.init)
         assert "Worker-" in str(info.value)
         assert "could not start" in str(info.value)
+        # the worker sends the reason before it exits
+        assert f"No module named '{vanishing_module.__name__}'" in str(info.value)
+        assert isinstance(info.value.__cause__, ModuleNotFoundError)
         _assert_pool_works(pool)
 
 

@@ -16,15 +16,20 @@ import os
 import re
 import resource
 import signal
+import sys
 import threading
 import time
+import types
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
 import pytest
 
 from nbpool import WorkerPool
-from nbpool.engine.errors import TaskPicklingError, WorkerDiedError, WorkerStartError
+from nbpool.engine.errors import (RemoteTraceback, TaskPicklingError, WorkerDiedError,
+                                  WorkerStartError)
+from nbpool.engine.stats import Field
 from procs import (all_text, assert_nothing_left, children, pool_processes,
                    sigkill_when_pid_written, wait_dead)
 
@@ -122,6 +127,11 @@ def failing_exit(path):
     raise ValueError("worker_exit could not clean up")
 
 
+def exiting_exit(path):
+    stamp(path)
+    os._exit(5)
+
+
 def big_result_or_raise_at(path, target, x):
     if x == target:
         stamp(path)
@@ -182,6 +192,45 @@ def unloadable_at(path, target, x):
         stamp(path)
         return ParentCannotLoad()
     return x
+
+
+class WorkerCannotLoad:
+    """Pickles in the parent; rebuilding it (in a worker) raises."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __repr__(self):
+        return f"WorkerCannotLoad({self.value})"
+
+    def __setstate__(self, state):
+        raise ValueError(f"WorkerCannotLoad({state['value']}) refuses to be rebuilt")
+
+
+def with_unloadable_at(path, target, values):
+    """The map's input, with an argument that no worker can unpickle at ``target``."""
+    stamp(path)  # the fault strikes as soon as the worker gets that chunk
+    return [WorkerCannotLoad(x) if x == target else x for x in values]
+
+
+@contextmanager
+def parent_only_module():
+    """A module that exists only in this process's sys.modules: a function pickled by
+    reference to it, or one that uses it, cannot be unpickled in a worker started before."""
+    name = f"nbpool_parent_only_{os.getpid()}"
+    module = types.ModuleType(name)
+
+    def triple(x):
+        return 3 * x
+
+    triple.__module__ = name
+    triple.__qualname__ = "triple"
+    module.triple = triple
+    sys.modules[name] = module
+    try:
+        yield module
+    finally:
+        del sys.modules[name]
 
 
 # -- checks -----------------------------------------------------------------------------------
@@ -262,6 +311,11 @@ MAP_FAULTS = [
                                               worker_exit=partial(failing_exit, clock)),
                  ValueError, ["worker_exit", "could not clean up"],
                  id="exception_in_worker_exit"),
+    # raised by the map that ran the exit (keep_alive=False)
+    pytest.param(lambda pool, clock: pool.map(square, range(40),
+                                              worker_exit=partial(exiting_exit, clock)),
+                 WorkerDiedError, ["died while running worker_exit", "exited with code 5"],
+                 id="worker_exit_kills_the_worker"),
     # big messages
     pytest.param(_faulting_at_13(big_result_or_raise_at, chunk_size=1), ValueError,
                  ["task 13", "Arg 0: 13", "failed among big results"],
@@ -272,6 +326,13 @@ MAP_FAULTS = [
     pytest.param(_faulting_at_13(unloadable_at, chunk_size=1), TaskPicklingError,
                  ["task 13", "could not be unpickled in the parent", "cannot be rebuilt"],
                  id="result_that_cannot_be_rebuilt_in_the_parent"),
+    # an error at once, not a death: retries would fail the same way
+    pytest.param(lambda pool, clock: pool.map(square, with_unloadable_at(clock, 13, range(40)),
+                                              task_retries=2),
+                 TaskPicklingError,
+                 ["could not unpickle the arguments of task", "WorkerCannotLoad(13)",
+                  "ValueError: WorkerCannotLoad(13) refuses to be rebuilt"],
+                 id="argument_that_cannot_be_rebuilt_in_the_worker"),
 ]
 
 
@@ -281,6 +342,134 @@ MAP_FAULTS = [
 @pytest.mark.parametrize("run, expected_type, expected_text", MAP_FAULTS)
 def test_fault_in_a_map(method, run, expected_type, expected_text, clock):
     run_fault(method, expected_type, partial(run, clock=clock), clock, *expected_text)
+
+
+@pytest.mark.timeout(HANG_GUARD)
+def test_argument_that_cannot_be_rebuilt_carries_the_workers_exception():
+    with WorkerPool(n_jobs=2, start_method="fork") as pool:
+        with pytest.raises(TaskPicklingError) as info:
+            pool.map(square, [1, WorkerCannotLoad(2), 3], chunk_size=1, task_retries=2)
+        assert "Arg 0: WorkerCannotLoad(2)" in str(info.value)
+        original = info.value.__cause__
+        assert isinstance(original, ValueError), repr(original)
+        assert isinstance(original.__cause__, RemoteTraceback)
+        assert "in __setstate__" in str(original.__cause__)  # the worker's traceback
+        assert int(pool._engine.stats.total(Field.RESTARTS)) == 0  # no worker died
+        # the worker carries on: an apply runs in the same process
+        with pytest.raises(TaskPicklingError, match="could not unpickle an apply task"):
+            pool.apply(square, (WorkerCannotLoad(4),))
+        assert pool.apply(square, (4,)) == 16
+
+
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method", METHODS)
+def test_function_that_cannot_be_loaded_in_the_worker(method, clock):
+    def run(pool):
+        _assert_works(pool)  # the workers start before the module exists
+        with parent_only_module() as module:
+            stamp(clock)
+            pool.map(lambda x: module.triple(x) + 1, range(10))  # the module by reference
+
+    exc = run_fault(method, TaskPicklingError, run, clock, "could not be loaded in Worker-",
+                    "ModuleNotFoundError: No module named 'nbpool_parent_only_",
+                    keep_alive=True)
+    assert isinstance(exc.__cause__, ModuleNotFoundError)
+    assert isinstance(exc.__cause__.__cause__, RemoteTraceback)
+
+
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])  # a forked worker is not sent it
+def test_worker_init_that_cannot_be_loaded_in_the_worker(method, clock):
+    def run(pool):
+        with parent_only_module() as module:
+            stamp(clock)
+            pool.map(square, range(10), worker_init=partial(module.triple, 1))
+
+    exc = run_fault(method, WorkerStartError, run, clock, "could not start",
+                    "could not unpickle its start data",
+                    "ModuleNotFoundError: No module named 'nbpool_parent_only_")
+    assert isinstance(exc.__cause__, ModuleNotFoundError)
+
+
+# -- unpicklable functions --------------------------------------------------------------------
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method", METHODS)
+def test_unpicklable_function_and_worker_init_are_named(method):
+    lock = threading.Lock()
+
+    def holds_lock(x):
+        return lock.locked() or x
+
+    def init_holding_lock():
+        lock.locked()
+
+    with WorkerPool(n_jobs=2, start_method=method) as pool:
+        with pytest.raises(TaskPicklingError, match="the function .*holds_lock could not be "
+                           "pickled .*cannot pickle '_thread.lock' object") as info:
+            pool.map(holds_lock, range(4))
+        assert isinstance(info.value.__cause__, TypeError)
+        with pytest.raises(TaskPicklingError, match="the function .*holds_lock could not be"):
+            pool.apply(holds_lock, (1,))
+        if method == "fork":  # a forked worker inherits worker_init: nothing is pickled
+            assert pool.map(square, range(3), worker_init=init_holding_lock) == [0, 1, 4]
+        else:
+            with pytest.raises(TaskPicklingError, match=r"worker_init \(.*init_holding_lock\) "
+                               "could not be pickled to start Worker-0") as info:
+                pool.map(square, range(3), worker_init=init_holding_lock)
+            assert isinstance(info.value.__cause__, TypeError)
+        _assert_works(pool)
+
+
+# -- deaths among fast tasks, which run in batches -------------------------------------------
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method", METHODS)
+def test_death_among_many_fast_tasks_names_a_range_then_the_exact_task(method, clock):
+    """Default chunking runs fast tasks in batches that record only where they start: the
+    error names the batch and how to find the task; a re-run goes task by task and names it."""
+    target = 7777
+    with WorkerPool(n_jobs=2, start_method=method) as pool:
+        with pytest.raises(WorkerDiedError) as info:
+            pool.map(partial(exit_at, clock, target), range(12_000))
+        text = str(info.value)
+        batch = re.search(r"one of tasks (\d+)\.\.(\d+), run as one batch \(task (\d+): "
+                          r"Arg 0: (\d+); task (\d+): Arg 0: (\d+)\)", text)
+        if batch:  # a batch of one names the task itself
+            first, last = int(batch[1]), int(batch[2])
+            assert first <= target <= last, text
+            assert [int(n) for n in batch.groups()[2:]] == [first, first, last, last], text
+            assert "task_retries=1" in text and "chunk_size=1" in text, text
+        else:
+            assert f"task {target} (Arg 0: {target})" in text, text
+
+        with pytest.raises(WorkerDiedError) as info:
+            pool.map(partial(exit_at, clock, target), range(12_000), task_retries=1)
+        text = str(info.value)
+        assert f"while running task {target} (Arg 0: {target}): it exited with code 3" in text
+        assert "Gave up after 1 retries" in text, text
+        _assert_works(pool)
+
+
+# -- a death in worker_exit -------------------------------------------------------------------
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method", ["fork"])  # every method: MAP_FAULTS
+def test_worker_exit_that_kills_the_worker_fails_stop_and_join(method, clock):
+    before = children()
+    pool = WorkerPool(n_jobs=2, start_method=method)
+    assert pool.apply(square, (3,), worker_exit=partial(exiting_exit, clock)) == 9
+    with pytest.raises(WorkerDiedError, match=r"Worker-\d \(pid \d+\) died while running "
+                                              "worker_exit: it exited with code 5"):
+        pool.stop_and_join()
+    assert_nothing_left(before)
+    # a worker_exit that ends normally: workers asked to stop end without an error
+    pool = WorkerPool(n_jobs=2, start_method=method)
+    assert pool.apply(square, (3,), worker_exit=os.getpid) == 9
+    pool.stop_and_join()
+    assert len(pool.get_exit_results()) == 1  # only the worker that ran a task runs it
+    assert_nothing_left(before)
 
 
 # -- big messages -----------------------------------------------------------------------------
@@ -403,3 +592,36 @@ def _running(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+# -- in a notebook ----------------------------------------------------------------------------
+KERNEL_CELLS = {
+    "pool": """
+import sys, types
+from nbpool import WorkerPool
+pool = WorkerPool(n_jobs=2, keep_alive=True)
+pool.map(abs, range(4))  # the workers start before the module exists
+helpers = types.ModuleType("nbpool_kernel_only_module")
+helpers.offset = 10
+sys.modules[helpers.__name__] = helpers
+""",
+    "map": "pool.map(lambda x: x + helpers.offset, range(4))",
+    "after": "print(pool.map(abs, range(-2, 2)))\npool.terminate()",
+}
+
+
+@pytest.mark.notebook
+@pytest.mark.timeout(180)
+def test_a_notebook_cell_names_the_module_a_worker_cannot_import(tmp_path):
+    """The cell shows the worker's real error, not a worker death and stderr noise."""
+    pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    from kernel_helpers import run_cells
+
+    cells, _ = run_cells(KERNEL_CELLS, tmp_path, allow_errors=True)
+    (error,) = [out for out in cells["map"].outputs if out["output_type"] == "error"]
+    assert error["ename"] == "TaskPicklingError", error["evalue"]
+    assert "No module named 'nbpool_kernel_only_module'" in error["evalue"]
+    streams = "".join(out.get("text", "") for cell in cells.values() for out in cell.outputs)
+    assert "handle is closed" not in streams and "lost sys.stderr" not in streams, streams
+    assert "[2, 1, 0, 1]" in streams

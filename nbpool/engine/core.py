@@ -31,14 +31,16 @@ from .protocol import (
     PROGRESS,
     READY,
     RESULT,
+    START_ERROR,
     STATE,
     STOP,
     TASK_ERROR,
+    UNREADABLE,
     Failure,
     JobSpec,
     WorkerSetup,
 )
-from .serialization import ByValue, dumps
+from .serialization import ByValue, dumps, dumps_at_start
 from .signals import interrupts_deferred
 from .start_payload import SharedStartSegment, StartPayload
 from .stats import Field, StatsTable, Status, allocate
@@ -70,7 +72,7 @@ class Job:
     ):
         self.id = next(Job._ids)
         self.spec = spec
-        self.spec_message = dumps((JOB, self.id, spec)) if spec is not None else None
+        self.spec_message = _job_message(self.id, spec) if spec is not None else None
         self.on_result = on_result
         self.on_failure = on_failure
         self.on_lease = on_lease  # takes the segment of a chunk's results, if it has one
@@ -97,6 +99,15 @@ class Job:
         self.requeue = None
         if self.error is not None:
             self.error = FAILED
+
+
+def _job_message(job_id: int, spec: JobSpec) -> bytes:
+    try:
+        return dumps((JOB, job_id, spec))
+    except Exception as exc:  # only the function can fail: the rest is plain data
+        raise errors.TaskPicklingError(
+            f"the function {errors.describe_callable(spec.func)} could not be pickled to send "
+            f"it to the workers: {type(exc).__name__}: {errors.safe_str(exc)}") from exc
 
 
 FAILED = RuntimeError("the job failed")  # Job.error once the job's own error was handed over
@@ -141,6 +152,7 @@ class InFlight:
     args: Any
     kind: str
     retries: int = 0  # times this chunk was re-run after its worker died
+    sequence: int = 0  # which message to its worker it was (see UNREADABLE)
 
 
 @dataclass(eq=False)
@@ -154,6 +166,9 @@ class WorkerSlot:
     pid: int | None = None
     ready: bool = False
     job_id: int | None = None  # the job whose spec this worker holds
+    job_sequence: int = 0  # which message to it that spec was
+    sent: int = 0  # messages sent to it
+    start_error: BaseException | None = None  # why it could not unpickle its start data
     in_flight: "OrderedDict[tuple[int, int], InFlight]" = field(default_factory=OrderedDict)
     tasks_since_start: int = 0
     stopping: bool = False  # STOP sent
@@ -274,8 +289,13 @@ class Engine:
                 with start_methods.quiet_fork(method, explicit=self.start_method == "fork"), \
                         start_methods.hide_main(method):
                     handle.start()
-            except BaseException:
+            except BaseException as exc:
                 channel.close()
+                part = _unpicklable_part(setup, exc)
+                if part is not None:
+                    raise errors.TaskPicklingError(
+                        f"{part} could not be pickled to start Worker-{worker_id} (start method "
+                        f"{method!r}): {type(exc).__name__}: {errors.safe_str(exc)}") from exc
                 raise
             finally:
                 child_conn.close()
@@ -343,6 +363,7 @@ class Engine:
         if slot.returnable and slot.channel.can_pass_fds:  # its own segments, back for reuse
             fds = fds + slot.returnable
             slot.returnable = []
+        slot.sent += 1
         slot.channel.queue(payload, fds)
         self._flush(slot)
 
@@ -361,6 +382,7 @@ class Engine:
         if job.spec_message is not None and slot.job_id != job.id:
             self._send(slot, job.spec_message)
             slot.job_id = job.id
+            slot.job_sequence = slot.sent
 
     def set_lifespan(self, lifespan: int | None) -> None:
         """A map's ``worker_lifespan``. Kept-alive workers already past it retire now: no
@@ -379,13 +401,21 @@ class Engine:
     def send_chunk(self, slot: WorkerSlot, job: Job, index: int, start: int, size: int,
                    args: Any, kind: str, payload: codec.Outgoing, retries: int = 0) -> None:
         self._ensure_job(slot, job)
-        slot.in_flight[(job.id, index)] = InFlight(job, index, start, size, args, kind, retries)
+        slot.in_flight[(job.id, index)] = InFlight(job, index, start, size, args, kind, retries,
+                                                   sequence=slot.sent + 1)
         self._send(slot, payload)
 
     def submit_apply(self, job: Job, func, args: tuple, kwargs: dict) -> None:
         try:
             payload = self.encode((APPLY, job.id, func, args, kwargs))
         except Exception as exc:
+            try:
+                dumps(func)
+            except Exception as func_exc:
+                raise errors.TaskPicklingError(
+                    f"the function {errors.describe_callable(func)} could not be pickled to "
+                    f"send it to a worker: {type(func_exc).__name__}: "
+                    f"{errors.safe_str(func_exc)}") from func_exc
             raise errors.TaskPicklingError(
                 f"the apply task could not be pickled ({errors.describe_args(args)}): {exc}"
             ) from exc
@@ -402,7 +432,8 @@ class Engine:
                 return
             slot = min(free, key=lambda s: (len(s.in_flight), s.worker_id))
             job, payload, args = self.apply_queue.pop(0)
-            slot.in_flight[(job.id, 0)] = InFlight(job, 0, 0, 1, args, "apply")
+            slot.in_flight[(job.id, 0)] = InFlight(job, 0, 0, 1, args, "apply",
+                                                   sequence=slot.sent + 1)
             self._send(slot, payload)
 
     # -- the event loop ------------------------------------------------------------------
@@ -458,14 +489,25 @@ class Engine:
         how = errors.describe_exit(exitcode)
         who = f"Worker-{slot.worker_id} (pid {slot.pid or '?'})"
         if slot.stopping:
-            return  # it was asked to stop; a missing exit reply is not worth an error
+            # it was asked to stop: a missing exit reply is not worth an error, unless it
+            # died in the middle of worker_exit
+            if status == Status.EXITING:
+                self.exit_errors.append(errors.WorkerDiedError(
+                    f"{who} died while running worker_exit: {how}."))
+            return
         if not slot.ready or status == Status.INIT:
             if slot.ready:
                 text = f"{who} died while running worker_init: {how}."
+            elif slot.start_error is not None:
+                cause = slot.start_error
+                text = (f"{who} could not start: it could not unpickle its start data "
+                        f"(shared_objects, worker_init, worker_exit): {type(cause).__name__}: "
+                        f"{errors.safe_str(cause)}")
             else:
                 text = (f"{who} could not start: {how}. Its error output (stderr) says why; a "
                         "common cause is a module the worker cannot import.")
             error = errors.WorkerStartError(text)
+            error.__cause__ = slot.start_error
             for job in list(self.jobs.values()):
                 job.fail(error)
             return
@@ -496,6 +538,9 @@ class Engine:
             what = f"while running {self._describe_current(slot, item)}" if started else (
                 f"before it started {_describe_tasks(item)}")
             text = f"{who} died unexpectedly {what}: {how}."
+            if started and self._in_batch(slot, item):
+                text += (" To learn which task it was, run the map again with task_retries=1 "
+                         "(a re-run goes task by task) or chunk_size=1.")
             if job.task_retries:
                 text += (f" Gave up after {item.retries} retries (task_retries="
                          f"{job.task_retries}), each on a fresh worker.")
@@ -519,18 +564,30 @@ class Engine:
                        self.stats.get(worker_id, Field.TASKS_DONE) - counted)
         self.stats.set(worker_id, Field.UNREPORTED_TASKS, 0)
 
-    def _describe_current(self, slot: WorkerSlot, item: InFlight) -> str:
-        current = int(self.stats.get(slot.worker_id, Field.CURRENT_TASK))
+    def _current_tasks(self, slot: WorkerSlot, item: InFlight) -> tuple[int, int] | None:
+        """The first and last task of what the worker was running (one call, or one batch
+        of fast tasks that records only where it starts), if that is within ``item``."""
         if item.kind in ("apply", "numpy"):
-            return _describe_tasks(item)
+            return None
+        current = int(self.stats.get(slot.worker_id, Field.CURRENT_TASK))
+        if not item.start <= current < item.start + item.size:
+            return None
         span = int(self.stats.get(slot.worker_id, Field.CURRENT_SPAN))
-        if item.start <= current < item.start + item.size:
-            if span <= 1:
-                arg = item.args[current - item.start]
-                return f"task {current} ({errors.describe_args(arg, item.kind)})"
-            last = min(current + span, item.start + item.size) - 1
-            return f"one of tasks {current}..{last} (run as one batch)"
-        return _describe_tasks(item)
+        return current, min(current + max(span, 1), item.start + item.size) - 1
+
+    def _in_batch(self, slot: WorkerSlot, item: InFlight) -> bool:
+        tasks = self._current_tasks(slot, item)
+        return tasks is not None and tasks[1] > tasks[0]
+
+    def _describe_current(self, slot: WorkerSlot, item: InFlight) -> str:
+        tasks = self._current_tasks(slot, item)
+        if tasks is None:
+            return _describe_tasks(item)
+        first, last = tasks
+        if first == last:
+            return f"task {first} ({_args_of(item, first)})"
+        return (f"one of tasks {first}..{last}, run as one batch (task {first}: "
+                f"{_args_of(item, first)}; task {last}: {_args_of(item, last)})")
 
     def _receive(self, slot: WorkerSlot, payload, fds: list) -> None:
         """Decodes one frame from a worker and handles its message."""
@@ -612,7 +669,36 @@ class Engine:
         elif tag == EXIT_ERROR:
             slot.exited = True
             self.exit_errors.append(self._exception_from(message[1], what="worker_exit"))
+        elif tag == UNREADABLE:
+            self._unreadable_message(slot, message[1], message[2])
+        elif tag == START_ERROR:
+            slot.start_error = errors.remote_cause(
+                _rebuilt(message[1]), slot.worker_id, "while unpickling its start data",
+                message[1].traceback_text)
         return False
+
+    def _unreadable_message(self, slot: WorkerSlot, sequence: int, failure: Failure) -> None:
+        """The worker could not unpickle the ``sequence``-th message sent to it. Not retried:
+        it would fail again on any worker. The worker itself carries on."""
+        exc = _rebuilt(failure)
+        if sequence == slot.job_sequence:
+            job = self.jobs.get(slot.job_id)
+            if job is not None:
+                func = errors.describe_callable(job.spec.func)
+                job.fail(errors.unpickling_failure(
+                    f"the function {func}", exc, slot.worker_id, failure.traceback_text,
+                    headline=f"the function {func} could not be loaded in Worker-"
+                             f"{slot.worker_id} (unpickling it failed there)"))
+            return
+        for key, item in slot.in_flight.items():
+            if item.sequence == sequence:
+                del slot.in_flight[key]
+                what = ("an apply task (its function or arguments)" if item.kind == "apply"
+                        else f"the arguments of {_describe_tasks(item)}")
+                item.job.fail(errors.unpickling_failure(what, exc, slot.worker_id,
+                                                        failure.traceback_text))
+                self._settle(item)
+                return
 
     def _settle(self, item: InFlight) -> None:
         """An apply task is finished once its single reply (or failure) is in."""
@@ -621,9 +707,10 @@ class Engine:
 
     @staticmethod
     def _exception_from(failure: Failure, what: str | None = None) -> BaseException:
-        exc = errors.rebuild_exception(
-            failure.exc_payload, failure.type_payload, failure.type_name, failure.message
-        )
+        exc = _rebuilt(failure)
+        if not isinstance(exc, Exception):  # SystemExit, KeyboardInterrupt from a task
+            return errors.task_exit_failure(exc, failure.worker_id, failure.task_index,
+                                            failure.args_text, failure.traceback_text)
         return errors.task_failure(exc, failure.worker_id, failure.args_text,
                                    failure.traceback_text, during=what)
 
@@ -792,6 +879,31 @@ class Engine:
         return int(self.stats.total(Field.TASKS_DONE))
 
 
+def _rebuilt(failure: Failure) -> BaseException:
+    return errors.rebuild_exception(
+        failure.exc_payload, failure.type_payload, failure.type_name, failure.message)
+
+
+def _unpicklable_part(setup: WorkerSetup, exc: BaseException) -> str | None:
+    """Which of the start data's user objects failed to pickle with ``exc``, if one did."""
+    if not isinstance(exc, Exception):
+        return None
+    parts = [("worker_init", setup.worker_init), ("worker_exit", setup.worker_exit),
+             ("shared_objects", setup.shared_objects)]
+    for name, obj in parts:
+        if obj is None:
+            continue
+        try:
+            dumps_at_start(obj)
+        except Exception as part_exc:
+            # the same failure: objects that pickle only while a process starts (a
+            # multiprocessing Lock in shared_objects) fail here for another reason
+            if type(part_exc) is type(exc) and str(part_exc) == str(exc):
+                return name if name == "shared_objects" else (
+                    f"{name} ({errors.describe_callable(obj)})")
+    return None
+
+
 def _wait_ended(slots: list[WorkerSlot], deadline: float) -> None:
     """Waits until every process of ``slots`` has ended, or until ``deadline``."""
     while True:
@@ -800,6 +912,12 @@ def _wait_ended(slots: list[WorkerSlot], deadline: float) -> None:
         if not alive or remaining <= 0:
             return
         wait_for(alive, remaining)
+
+
+def _args_of(item: InFlight, task: int) -> str:
+    """The arguments of one task of a chunk, on one line."""
+    text = errors.describe_args(item.args[task - item.start], item.kind)
+    return "; ".join(text.splitlines())
 
 
 def _describe_tasks(item: InFlight) -> str:

@@ -23,7 +23,18 @@ class WorkerStartError(RuntimeError):
 
 
 class TaskPicklingError(TypeError):
-    """A task's arguments or result could not be serialised."""
+    """A task's arguments or result, or a function the pool runs, could not be serialised
+    (or could not be rebuilt on the other side)."""
+
+
+class TaskExitError(RuntimeError):
+    """A task raised ``SystemExit``, ``KeyboardInterrupt`` or another ``BaseException`` that
+    is not an ``Exception``. Re-raised as such in the parent it would end the program quietly
+    (``sys.exit(0)``) or pass for the user's Ctrl-C; the original is in ``original``."""
+
+    def __init__(self, message: str, original: BaseException | None = None):
+        super().__init__(message)
+        self.original = original
 
 
 class RemoteTraceback(Exception):
@@ -143,6 +154,49 @@ def task_failure(
     if hasattr(exc, "add_note"):
         exc.add_note(note)
     return exc
+
+
+def task_exit_failure(
+    exc: BaseException, worker_id: int, task_index: int | None, args_text: str, tb_text: str
+) -> TaskExitError:
+    """A ``TaskExitError`` for a task that raised ``exc`` (a BaseException, not an Exception)."""
+    task = "a task" if task_index is None else f"task {task_index}"
+    args = f" ({'; '.join(args_text.splitlines())})" if args_text else ""
+    error = TaskExitError(
+        f"{task}{args} raised {_short_repr(exc)} in Worker-{worker_id}; "
+        "a task cannot end or interrupt the program, so it is reported as this error", exc)
+    return task_failure(error, worker_id, args_text, tb_text)
+
+
+def remote_cause(exc: BaseException, worker_id: int, doing: str,
+                 tb_text: str) -> BaseException:
+    """``exc`` with the worker's traceback as its cause."""
+    exc.__cause__ = RemoteTraceback(f"\n\nException in Worker-{worker_id} {doing}:\n\n{tb_text}")
+    return exc
+
+
+def unpickling_failure(what: str, exc: BaseException, worker_id: int, tb_text: str,
+                       headline: str | None = None) -> TaskPicklingError:
+    """The error for a message that Worker-``worker_id`` could not unpickle: ``what`` says
+    what it held (``headline`` replaces the message's start); ``exc``, the worker's exception
+    rebuilt, becomes the cause."""
+    remote_cause(exc, worker_id, f"while unpickling {what}", tb_text)
+    headline = headline or f"Worker-{worker_id} could not unpickle {what}"
+    error = TaskPicklingError(f"{headline}: {type(exc).__name__}: {safe_str(exc)}")
+    error.__cause__ = exc
+    return error
+
+
+def describe_callable(func: Any) -> str:
+    """``'function f'``-like name of a callable for error messages."""
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
+    if name is None:
+        inner = getattr(func, "func", None)  # functools.partial
+        if inner is not None and inner is not func:
+            return f"partial of {describe_callable(inner)}"
+        return _short_repr(func, 80)
+    module = getattr(func, "__module__", None)
+    return f"{module}.{name}" if module and module != "builtins" else name
 
 
 def describe_exit(exitcode: int | None) -> str:

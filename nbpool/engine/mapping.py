@@ -10,7 +10,9 @@ moved on to the next chunk, the segment goes back to its worker for reuse (if no
 any more: ``map``'s concatenation copies the arrays out first).
 
 With ``task_retries``, a chunk whose worker died goes back into the queue, ahead of new
-chunks, and runs again on the fresh worker that replaces the dead one.
+chunks, and runs again on the fresh worker that replaces the dead one, one task at a time:
+should it die again, the error names the exact task (a first run, in batches, records only
+where each batch starts).
 """
 
 from __future__ import annotations
@@ -162,7 +164,7 @@ class MapRun:
             if not free:
                 return False
             slot = min(free, key=lambda s: (len(s.in_flight), s.worker_id))
-        payload = self._encode(chunk, slot)
+        payload = self._encode(chunk, slot, one_by_one=retries > 0)
         if payload is None:
             return False
         self.retry_queue.popleft()
@@ -170,8 +172,10 @@ class MapRun:
                           chunk.kind, payload, retries)
         return True
 
-    def _encode(self, chunk: Chunk, slot: WorkerSlot) -> codec.Outgoing | None:
-        message = (CHUNK, self.job.id, chunk.index, chunk.start, chunk.kind, chunk.args)
+    def _encode(self, chunk: Chunk, slot: WorkerSlot,
+                one_by_one: bool = False) -> codec.Outgoing | None:
+        message = (CHUNK, self.job.id, chunk.index, chunk.start, chunk.kind, chunk.args,
+                   one_by_one)
         try:
             return self.engine.encode(message)
         except Exception as exc:

@@ -74,10 +74,22 @@ def _fd_of(stream) -> int | None:
         return None
 
 
+_replaced: dict[str, object] = {}  # the streams ``install`` replaced
+
+
 def install(send: Callable[[tuple], None]) -> None:
     """Route this process's ``sys.stdout`` and ``sys.stderr`` to the parent."""
+    _replaced.update(stdout=sys.stdout, stderr=sys.stderr)
     sys.stdout = RelayStream("stdout", send, _fd_of(sys.stdout))
     sys.stderr = RelayStream("stderr", send, _fd_of(sys.stderr))
+
+
+def uninstall() -> None:
+    """Put the streams back (before the connection to the parent closes)."""
+    for name, stream in _replaced.items():
+        if isinstance(getattr(sys, name), RelayStream):
+            setattr(sys, name, stream)
+    _replaced.clear()
 
 
 def flush() -> None:

@@ -1,11 +1,14 @@
 """Message tags exchanged between the parent and a worker, and the worker's start-up data.
 
-Parent -> worker: ``(JOB, job_id, JobSpec)``, ``(CHUNK, job_id, chunk_index, start, kind, args)``,
+Parent -> worker: ``(JOB, job_id, JobSpec)``,
+``(CHUNK, job_id, chunk_index, start, kind, args, one_by_one)``,
 ``(APPLY, job_id, func, args, kwargs)``, ``(STOP,)``.
-Worker -> parent: ``(READY, pid)``,
+Worker -> parent: ``(READY, pid)``, ``(START_ERROR, failure)`` (instead of READY),
 ``(RESULT, job_id, chunk_index, results, top_tasks, working_seconds)``,
 ``(TASK_ERROR, job_id, chunk_index, failure)``, ``(INIT_ERROR, failure)``,
-``(EXIT, has_result, value)``, ``(EXIT_ERROR, failure)``.
+``(EXIT, has_result, value)``, ``(EXIT_ERROR, failure)``,
+``(UNREADABLE, sequence, failure)`` for the ``sequence``-th message (counted from 1) that the
+worker could not unpickle: only the parent knows what that message was.
 One message per chunk each way; nothing is sent per task. Besides: with ``use_worker_state`` a
 worker sends ``(STATE, summary)`` after a chunk that changed its state (for the workers view);
 when the pool was started from a notebook, workers send ``(OUTPUT, stream_name, text)`` per
@@ -31,6 +34,8 @@ EXIT_ERROR = "exit_error"
 OUTPUT = "output"
 PROGRESS = "progress"
 STATE = "state"
+UNREADABLE = "unreadable"
+START_ERROR = "start_error"
 
 
 @dataclass

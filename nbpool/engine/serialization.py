@@ -69,8 +69,22 @@ def dumps_at_start(obj: Any, buffer_callback=None) -> bytes:
         return buffer.getvalue()
 
 
+class Unloadable:
+    """Stands for start data that could not be unpickled in a new process. Raising there
+    would kill the process before it could talk; this keeps the exception, so that the
+    process can tell its parent why it cannot start."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
 def _rebuild_by_value(payload: bytes) -> "ByValue":
-    return ByValue(pickle.loads(payload))
+    try:
+        return ByValue(pickle.loads(payload))
+    except Exception as exc:
+        return ByValue(Unloadable(exc))
 
 
 class ByValue:

@@ -19,13 +19,16 @@ from multiprocessing import context, reduction
 from typing import Any
 
 from . import codec, shm
-from .serialization import ByValue, _rebuild_by_value, dumps_at_start
+from .serialization import ByValue, Unloadable, _rebuild_by_value, dumps_at_start
 
 
 def _load(dup_fd, payload: bytes) -> Any:
     fd = dup_fd.detach()
     shm.adopt([fd])
-    incoming = codec.decode(payload, [fd])
+    try:
+        incoming = codec.decode(payload, [fd])
+    except Exception as exc:  # the worker reports it (see worker_main)
+        return Unloadable(exc)
     incoming.mapped.detach()  # the objects keep the mapping; no descriptor is needed
     return incoming.message
 

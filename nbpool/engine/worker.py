@@ -33,14 +33,16 @@ from .protocol import (
     JOB,
     READY,
     RESULT,
+    START_ERROR,
     STATE,
     STOP,
     TASK_ERROR,
+    UNREADABLE,
     Failure,
     JobSpec,
     WorkerSetup,
 )
-from .serialization import ByValue, dumps
+from .serialization import ByValue, Unloadable, dumps
 from .stats import N_FIELDS, Field, Status
 from .transport import Link
 
@@ -105,6 +107,22 @@ def _batch_runner(target: Callable, kind: str, args: Any) -> Callable[[Any], Any
     return partial(map, partial(_call, target))
 
 
+def make_failure(exc: BaseException, worker_id: int, task_index=None, args_text="") -> Failure:
+    # Drop the failed code's local variables first: after a MemoryError they hold most
+    # of the worker's memory, and building the report needs some.
+    traceback.clear_frames(exc.__traceback__)
+    return Failure(
+        worker_id=worker_id,
+        exc_payload=errors.pack_exception(exc),
+        type_payload=errors.pack_exception_type(exc),
+        type_name=type(exc).__qualname__,
+        message=errors.safe_str(exc),
+        traceback_text=errors.format_user_traceback(exc),
+        task_index=task_index,
+        args_text=args_text,
+    )
+
+
 class Worker:
     """State of one worker: its setup, the current job, its stats row and its connection."""
 
@@ -121,6 +139,8 @@ class Worker:
         self.worker_state: dict = {}
         self.prefix = self._prefix()
         self.job: JobSpec | None = None
+        self.job_id: int | None = None
+        self.received = 0  # messages received, unreadable ones included (see UNREADABLE)
         self.target: Callable | None = None
         self.init_done = False
         self.init_failed = False
@@ -163,9 +183,19 @@ class Worker:
         with self.send_lock:
             self.link.send(payload)
 
-    def receive(self) -> list:
+    def receive(self) -> list | None:
+        """The next message; None if it could not be unpickled here (the parent is told).
+
+        Raises EOFError or OSError if the connection is gone."""
         payload, fds = self.link.recv()
-        incoming = codec.decode(payload, fds)
+        self.received += 1
+        try:
+            incoming = codec.decode(payload, fds)
+        except _Terminated:
+            raise
+        except BaseException as exc:  # e.g. a module this process cannot import
+            self.send((UNREADABLE, self.received, self.failure(exc)))
+            return None
         shm.take_back(self.segments, incoming.returned)  # our result segments, free again
         self.inputs = incoming.mapped
         return list(incoming.message)
@@ -194,19 +224,7 @@ class Worker:
             self.send((STATE, summary))
 
     def failure(self, exc: BaseException, task_index=None, args_text="") -> Failure:
-        # Drop the failed code's local variables first: after a MemoryError they hold most
-        # of the worker's memory, and building the report needs some.
-        traceback.clear_frames(exc.__traceback__)
-        return Failure(
-            worker_id=self.setup.worker_id,
-            exc_payload=errors.pack_exception(exc),
-            type_payload=errors.pack_exception_type(exc),
-            type_name=type(exc).__qualname__,
-            message=errors.safe_str(exc),
-            traceback_text=errors.format_user_traceback(exc),
-            task_index=task_index,
-            args_text=args_text,
-        )
+        return make_failure(exc, self.setup.worker_id, task_index, args_text)
 
     def close(self) -> None:
         if self.segments is not None:
@@ -232,6 +250,8 @@ class Worker:
             except (EOFError, OSError):
                 return  # the parent is gone: nothing left to do
             self.add(Field.WAITING_TIME, _monotonic() - waited_from)
+            if message is None:
+                continue
             tag = message[0]
             if tag in (CHUNK, APPLY):
                 if tag == CHUNK:
@@ -244,6 +264,7 @@ class Worker:
                     self.send(reply)
                 self.put(Field.RUNNING_CHUNK, 0)  # answered
             elif tag == JOB:
+                self.job_id = message[1]
                 self.job = message[2]
                 self.target = self._bind(self.job.func) if self.job.func is not None else None
                 self.top = []
@@ -312,15 +333,18 @@ class Worker:
     # -- tasks -------------------------------------------------------------------------
     def run_chunk(self, message: list) -> codec.Outgoing | None:
         """Runs a chunk; returns its encoded reply (RESULT or TASK_ERROR)."""
-        _, job_id, chunk_index, start, kind, args = message
+        _, job_id, chunk_index, start, kind, args, one_by_one = message
         message.clear()
+        if job_id != self.job_id:  # its JOB message could not be unpickled: no function
+            missing = RuntimeError(f"the function of job {job_id} did not reach this worker")
+            return self.encode((TASK_ERROR, job_id, chunk_index, self.failure(missing)))
         if not self.ensure_init():
             return None
         self.put(Field.STATUS, Status.WORKING)
         results: list = []
         began = _monotonic()
         try:
-            if self.job.track_each_task:
+            if self.job.track_each_task or one_by_one:
                 self._run_tracked(kind, start, args, results)
             else:
                 self._run_batched(kind, start, args, results)
@@ -473,12 +497,26 @@ def _prepare_process(setup: WorkerSetup) -> None:
             pass
 
 
+def _report_unloadable_start(conn, exc: BaseException) -> None:
+    """Tells the parent why this worker cannot start (its start data did not unpickle)."""
+    link = Link(conn)
+    try:
+        link.send(dumps((START_ERROR, make_failure(exc, -1))))
+    except OSError:
+        pass  # the parent is gone
+    finally:
+        link.close()
+
+
 def worker_main(conn, start_data: tuple | ByValue, in_thread: bool = False) -> None:
     """Entry point of a worker process or thread; ``start_data`` is (stats block, setup)."""
     worker = None
     try:  # a SIGTERM can come at any point, even while the worker is still starting
         if isinstance(start_data, ByValue):
             start_data = start_data.value
+        if isinstance(start_data, Unloadable):
+            _report_unloadable_start(conn, start_data.error)
+            return
         stats_block, setup = start_data
         if not in_thread:
             _prepare_process(setup)
@@ -497,6 +535,10 @@ def worker_main(conn, start_data: tuple | ByValue, in_thread: bool = False) -> N
             output.flush()
         except Exception:
             pass  # the parent is gone
+        if not in_thread:
+            # what is printed from here on (an uncaught error's traceback) must not go to
+            # the connection closed below
+            output.uninstall()
         if worker is not None:
             worker.put(Field.STATUS, Status.STOPPED)
             worker.put(Field.PHASE_START, 0.0)
