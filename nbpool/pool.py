@@ -153,6 +153,7 @@ class WorkerPool:
 
     def _drive(self, timeout: float | None) -> None:
         """Advance the event loop once (used by AsyncResult)."""
+        self._engine.dispatch_applies()  # replaces workers that are gone, if tasks wait
         if not self._engine.running:
             self._fail_pending_applies(RuntimeError("Pool was terminated"))
             return

@@ -295,6 +295,34 @@ def test_worker_death_in_apply():
         pool.stop_and_join()
 
 
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("ending", ["timeout", "death"])
+def test_apply_tasks_queued_behind_a_lost_worker_still_run(ending):
+    """With one worker, the tasks queued behind one that timed out (its worker is killed)
+    or killed its worker never started: they go to a fresh worker instead of failing with
+    "Pool was terminated" (or, after a timeout, waiting forever)."""
+    with WorkerPool(n_jobs=1) as pool:
+        if ending == "timeout":
+            first = pool.apply_async(sleep_30, (1,), task_timeout=0.3)
+        else:
+            first = pool.apply_async(exit_on_13, (13,))
+        queued = [pool.apply_async(square, (x,)) for x in range(3)]
+        with pytest.raises(TimeoutError if ending == "timeout" else WorkerDiedError):
+            first.get()
+        assert [r.get(timeout=HANG_GUARD) for r in queued] == [0, 1, 4]
+        assert pool.apply(square, (5,)) == 25
+
+
+@pytest.mark.timeout(HANG_GUARD)
+def test_apply_after_a_map_whose_workers_retired():
+    """worker_lifespan retires the workers at the end of the map; an apply that follows on
+    the kept-alive pool gets fresh workers."""
+    with WorkerPool(n_jobs=2, keep_alive=True) as pool:
+        assert pool.map(square, range(6), worker_lifespan=1, chunk_size=1) == [
+            x * x for x in range(6)]
+        assert pool.apply(square, (7,)) == 49
+
+
 # -- (3) workers that cannot start ----------------------------------------------------------
 @pytest.mark.timeout(HANG_GUARD)
 @pytest.mark.parametrize("start_method", ["auto", "spawn", "threading"])

@@ -218,6 +218,7 @@ class Engine:
         # segments for the buffers we send; None pickles everything into the pipe
         self.segments = shm.SegmentPool() if shared_memory and shm.supported() else None
         self._start_segment = SharedStartSegment()  # large buffers of the workers' start data
+        self.closing = False  # stop() or terminate() ran: no worker is restarted for applies
 
     # -- workers -------------------------------------------------------------------------
     @property
@@ -230,6 +231,7 @@ class Engine:
     def start(self, setup_args: dict) -> None:
         """Start every worker with ``setup_args`` (pool parameters, init and exit)."""
         self._setup_args = setup_args
+        self.closing = False
         self.stats.reset()
         self.last_states = {}
         self._start_segment.refresh()
@@ -419,8 +421,23 @@ class Engine:
             raise errors.TaskPicklingError(
                 f"the apply task could not be pickled ({errors.describe_args(args)}): {exc}"
             ) from exc
+        message = (APPLY, job.id, func, args, kwargs)
+        job.requeue = lambda item, worker_id: self._requeue_apply(job, message, args)
         self.jobs[job.id] = job
         self.apply_queue.append((job, payload, args))
+        self._dispatch_applies()
+
+    def _requeue_apply(self, job: Job, message: tuple, args: tuple) -> None:
+        """An apply task that a worker held but never started (the worker died, or was
+        killed for another task's timeout) goes back to the front of the queue."""
+        self.apply_queue.insert(0, (job, self.encode(message), args))
+
+    def dispatch_applies(self) -> None:
+        """Send queued apply tasks; workers that retired (``worker_lifespan``), died or were
+        killed for a timeout are replaced first, unless the pool is stopping."""
+        if self.apply_queue and not self.closing and not any(map(self.can_take,
+                                                                  self.live_slots())):
+            self.replenish()
         self._dispatch_applies()
 
     def _dispatch_applies(self) -> None:
@@ -462,7 +479,7 @@ class Engine:
         for slot in dict.fromkeys(dead):
             self._drain_and_bury(slot)
         self._check_deadlines()
-        self._dispatch_applies()
+        self.dispatch_applies()
 
     def _drain_and_bury(self, slot: WorkerSlot) -> None:
         if slot.gone:
@@ -786,7 +803,10 @@ class Engine:
             for job in jobs:
                 job.fail(error)
             for item in slot.in_flight.values():
-                self._settle(item)
+                if item.job.error is None and item.job.requeue is not None:
+                    item.job.requeue(item, slot.worker_id)  # queued behind: never started
+                else:
+                    self._settle(item)
             slot.in_flight.clear()
 
     # -- stopping ------------------------------------------------------------------------
@@ -801,6 +821,7 @@ class Engine:
 
     def stop(self) -> None:
         """Graceful stop: every worker runs its exit function and ends."""
+        self.closing = True
         for slot in self.live_slots():
             if not slot.stopping:
                 slot.stopping = True
@@ -812,6 +833,7 @@ class Engine:
 
     def terminate(self) -> None:
         """Stop every worker now, whatever it is doing."""
+        self.closing = True
         slots = self.live_slots()
         for slot in slots:
             slot.stopping = True
