@@ -17,7 +17,7 @@ from .chunking import (WorkMeter, _is_numpy_array, adaptive_sizes, iter_chunks, 
                        resolve_chunk_size)
 from .engine import upstream
 from .engine.core import Engine, Job
-from .engine.errors import RemoteTraceback, TaskPicklingError
+from .engine.errors import RemoteTraceback
 from .engine.mapping import MapRun
 from .engine.protocol import PROGRESS, JobSpec
 from .engine.signals import interrupts_deferred
@@ -142,14 +142,10 @@ class WorkerPool:
         engine.exit_results = []
         engine.exit_errors = []
         try:
-            engine.start(setup)
-        except Exception as exc:
-            engine.terminate()
-            culprit = _unpicklable_setup(setup)
-            if culprit is None:
-                raise
-            raise TaskPicklingError(f"{culprit[0]} could not be pickled to start the "
-                                    f"{self.start_method} workers: {culprit[1]}") from exc
+            engine.start(setup)  # names an unpicklable worker_init, worker_exit, shared_objects
+        except Exception:
+            engine.terminate()  # the workers that did start
+            raise
 
     def _drive(self, timeout: float | None) -> None:
         """Advance the event loop once (used by AsyncResult)."""
@@ -630,19 +626,6 @@ class WorkerPool:
                 engine.close()
             except Exception:
                 pass
-
-
-def _unpicklable_setup(setup: dict) -> tuple[str, Exception] | None:
-    """Which of the user's start-up objects spawn and forkserver workers cannot receive
-    (checked only after a start failed, so the objects are pickled twice only then)."""
-    from .engine.serialization import dumps_at_start
-
-    for key in ("shared_objects", "worker_init", "worker_exit"):
-        try:
-            dumps_at_start(setup[key])
-        except Exception as exc:
-            return key, exc
-    return None
 
 
 def _warn_restart(old: dict, new: dict) -> None:
