@@ -16,6 +16,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import partial
 from multiprocessing.connection import Pipe
 from multiprocessing.connection import wait as wait_for
 from typing import Any, Callable
@@ -421,16 +422,16 @@ class Engine:
             raise errors.TaskPicklingError(
                 f"the apply task could not be pickled ({errors.describe_args(args)}): {exc}"
             ) from exc
-        message = (APPLY, job.id, func, args, kwargs)
-        job.requeue = lambda item, worker_id: self._requeue_apply(job, message, args)
+        # no closure over the job: a job -> requeue -> job cycle would keep a dropped pool
+        job.requeue = partial(self._requeue_apply, (APPLY, job.id, func, args, kwargs))
         self.jobs[job.id] = job
         self.apply_queue.append((job, payload, args))
         self._dispatch_applies()
 
-    def _requeue_apply(self, job: Job, message: tuple, args: tuple) -> None:
+    def _requeue_apply(self, message: tuple, item: InFlight, worker_id: int) -> None:
         """An apply task that a worker held but never started (the worker died, or was
         killed for another task's timeout) goes back to the front of the queue."""
-        self.apply_queue.insert(0, (job, self.encode(message), args))
+        self.apply_queue.insert(0, (item.job, self.encode(message), item.args))
 
     def dispatch_applies(self) -> None:
         """Send queued apply tasks; workers that retired (``worker_lifespan``), died or were
