@@ -210,12 +210,13 @@ def test_worker_status_follows_the_workers(tmp_path):
         gate.touch()
         assert list(it) == [1, 2, 3]
         rows = pool.worker_status()
-        assert [r["status"] for r in rows] == ["idle", "idle"]
-        assert sum(r["tasks_done"] for r in rows) == 4
-        assert all(r["task"] is None and r["running_for"] is None for r in rows)
+        assert [r["status"] for r in rows] == ["idle", "idle"], rows
+        assert sum(r["tasks_done"] for r in rows) == 4, rows
+        assert all(r["task"] is None and r["running_for"] is None for r in rows), rows
     finally:
         pool.terminate()
-    assert [r["status"] for r in pool.worker_status()] == ["dead", "dead"]
+    rows = pool.worker_status()
+    assert [r["status"] for r in rows] == ["dead", "dead"], rows
 
 
 def test_worker_status_shows_worker_state_and_restarts():
