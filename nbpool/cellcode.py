@@ -39,6 +39,15 @@ def _parses(source: str, mode: str) -> bool:
         return False
 
 
+def syntax_problem(expression: str) -> str | None:
+    """Python's complaint about ``expression``, or None if it parses."""
+    try:
+        ast.parse(expression.strip(), mode="eval")
+    except SyntaxError as exc:
+        return exc.msg
+    return None
+
+
 def split_loop_header(text: str) -> LoopHeader | None:
     """``'a, b in zip(xs, ys)'`` -> target ``'a, b'`` and iterable ``'zip(xs, ys)'``.
 

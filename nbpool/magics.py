@@ -147,7 +147,9 @@ class PmapMagics(Magics):
     def _line_form(self, header: str, namespace: dict, filename: str, local_ns: dict):
         parts = cellcode.split_function_and_iterable(header)
         if parts is None:
-            raise UsageError(f"%pmap: expected 'FUNC ITERABLE', got {header!r}\n{USAGE}")
+            why = cellcode.syntax_problem(header.strip().partition(" ")[2] or header)
+            why = f" ({why})" if why else ""
+            raise UsageError(f"%pmap: expected 'FUNC ITERABLE', got {header!r}{why}\n{USAGE}")
         func = self._evaluate(parts[0], namespace, filename, local_ns)
         if not callable(func):
             raise UsageError(f"%pmap: {parts[0]!r} is not callable ({type(func).__name__})")

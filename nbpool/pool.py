@@ -633,7 +633,9 @@ def _warn_restart(old: dict, new: dict) -> None:
     cannot keep that promise (the new init must run), so say so. A setter called on purpose
     (set_shared_objects, ...) restarts them without a warning."""
     changed = [key for key in ("worker_init", "worker_exit") if old[key] is not new[key]]
-    if changed:
+    others = {key: value for key, value in new.items() if key not in ("worker_init",
+                                                                       "worker_exit")}
+    if changed and WorkerPool._same_setup(old, others):  # not also a setter's restart
         verb = "differ" if len(changed) > 1 else "differs"
         warn_user(f"keep_alive=True, but {' and '.join(changed)} {verb} from what the workers "
                   "were started with: restarting the workers so that the new functions run. "

@@ -211,6 +211,28 @@ def test_system_exit_in_a_task_is_a_task_error_not_the_end_of_the_program():
         _assert_pool_works(pool)
 
 
+def exit_in_init():
+    sys.exit(3)
+
+
+def exit_in_exit():
+    sys.exit(4)
+
+
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("where", ["worker_init", "worker_exit"])
+def test_system_exit_in_worker_init_or_exit_is_their_error(where):
+    """Not a dead worker 'before it started task 0': the error says what raised what."""
+    functions = {where: exit_in_init if where == "worker_init" else exit_in_exit}
+    with WorkerPool(n_jobs=2) as pool:
+        with pytest.raises(TaskExitError) as info:
+            pool.map(square, range(10), **functions)
+        assert f"{where} raised SystemExit({3 if where == 'worker_init' else 4})" in str(
+            info.value), str(info.value)
+        assert re.search(r"Worker-\d", str(info.value))
+        _assert_pool_works(pool)
+
+
 @pytest.mark.timeout(HANG_GUARD)
 @pytest.mark.parametrize("start_method", ["fork", "spawn"])
 def test_keyboard_interrupt_raised_by_a_task_is_not_taken_for_ctrl_c(start_method):

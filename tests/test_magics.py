@@ -126,6 +126,15 @@ def test_function_and_iterable_split():
     assert cellcode.split_function_and_iterable("range(10)") is None
 
 
+def test_a_line_magic_that_does_not_parse_says_why():
+    from IPython.core.error import UsageError
+
+    from nbpool.magics import PmapMagics
+
+    with pytest.raises(UsageError, match=r"got 'abs \[1,2' \('\[' was never closed\)"):
+        PmapMagics(shell=None)._line_form("abs [1,2", {}, "<cell>", {})
+
+
 # -- the cell body as a function ----------------------------------------------------------------
 def test_the_last_expression_is_the_result_and_globals_come_from_the_notebook():
     namespace = {"scale": 10}

@@ -728,7 +728,7 @@ class Engine:
         exc = _rebuilt(failure)
         if not isinstance(exc, Exception):  # SystemExit, KeyboardInterrupt from a task
             return errors.task_exit_failure(exc, failure.worker_id, failure.task_index,
-                                            failure.args_text, failure.traceback_text)
+                                            failure.args_text, failure.traceback_text, what)
         return errors.task_failure(exc, failure.worker_id, failure.args_text,
                                    failure.traceback_text, during=what)
 

@@ -157,15 +157,18 @@ def task_failure(
 
 
 def task_exit_failure(
-    exc: BaseException, worker_id: int, task_index: int | None, args_text: str, tb_text: str
+    exc: BaseException, worker_id: int, task_index: int | None, args_text: str, tb_text: str,
+    during: str | None = None,
 ) -> TaskExitError:
-    """A ``TaskExitError`` for a task that raised ``exc`` (a BaseException, not an Exception)."""
-    task = "a task" if task_index is None else f"task {task_index}"
+    """A ``TaskExitError`` for a task (or ``during``: worker_init, worker_exit) that raised
+    ``exc``, a BaseException that is not an Exception."""
+    task = during or ("a task" if task_index is None else f"task {task_index}")
     args = f" ({'; '.join(args_text.splitlines())})" if args_text else ""
     error = TaskExitError(
         f"{task}{args} raised {_short_repr(exc)} in Worker-{worker_id}; "
-        "a task cannot end or interrupt the program, so it is reported as this error", exc)
-    return task_failure(error, worker_id, args_text, tb_text)
+        "code run in a worker cannot end or interrupt the program, so it is reported as this "
+        "error", exc)
+    return task_failure(error, worker_id, args_text, tb_text, during)
 
 
 def remote_cause(exc: BaseException, worker_id: int, doing: str,

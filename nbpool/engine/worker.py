@@ -297,7 +297,9 @@ class Worker:
             self.put(Field.PHASE_START, started)
             try:
                 init(*self.prefix)
-            except Exception as exc:
+            except _Terminated:
+                raise
+            except BaseException as exc:  # SystemExit in worker_init is its error, too
                 self.init_failed = True
                 self.put(Field.PHASE_START, 0.0)
                 self.send((INIT_ERROR, self.failure(exc)))
@@ -319,7 +321,9 @@ class Worker:
         self.put(Field.PHASE_START, started)
         try:
             value = exit_func(*self.prefix)
-        except Exception as exc:
+        except _Terminated:
+            raise
+        except BaseException as exc:  # SystemExit in worker_exit is its error, too
             self.send((EXIT_ERROR, self.failure(exc)))
             return
         finally:
