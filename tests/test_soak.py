@@ -59,6 +59,9 @@ class Snapshot:
         names = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
         ours = {name for name in names
                 if any(f"-{pid}-" in name for pid in seen_pids | {os.getpid()})}
+        # named POSIX semaphores (multiprocessing's are sem.mp-...), made by any process:
+        # a worker's leak shows here, where the creation counter only sees this process
+        ours |= {name for name in names if name.startswith("sem.")}
         return cls(
             fds=len(os.listdir("/proc/self/fd")),
             threads=threading.active_count(),
