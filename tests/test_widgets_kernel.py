@@ -79,7 +79,7 @@ with WorkerPool(2) as pool:
     it.close()
 """,
     "prints": """
-for method in ("forkserver", "spawn", "fork"):
+for method in ("forkserver", "spawn", "fork", "threading"):
     with WorkerPool(2, start_method=method) as pool:
         pool.map(shout, [(method, i) for i in range(3)])
 """,
@@ -211,7 +211,7 @@ def test_worker_prints_and_logging_reach_the_cell_under_every_start_method(execu
     cells, _ = executed
     stdout = _stream(cells["prints"], "stdout")
     stderr = _stream(cells["prints"], "stderr")
-    for method in ("forkserver", "spawn", "fork"):
+    for method in ("forkserver", "spawn", "fork", "threading"):
         for i in range(3):
             assert f"hello from {method} {i}\n" in stdout, stdout
             assert f"logged from {method} {i}\n" in stderr, stderr
