@@ -345,6 +345,16 @@ def test_apply_after_a_map_whose_workers_retired():
         assert pool.apply(square, (7,)) == 49
 
 
+@pytest.mark.timeout(HANG_GUARD)
+def test_every_apply_on_a_worker_whose_init_failed_gets_the_init_error():
+    """The second apply used to get no answer at all: get() waited forever."""
+    with WorkerPool(n_jobs=1) as pool:
+        for _ in range(3):
+            pending = pool.apply_async(square, (3,), worker_init=failing_init)
+            with pytest.raises(ValueError, match="worker_init refused to start"):
+                pending.get(timeout=HANG_GUARD)
+
+
 # -- (3) workers that cannot start ----------------------------------------------------------
 @pytest.mark.timeout(HANG_GUARD)
 @pytest.mark.parametrize("start_method", ["auto", "spawn", "threading"])

@@ -220,6 +220,7 @@ class Engine:
         self.segments = shm.SegmentPool() if shared_memory and shm.supported() else None
         self._start_segment = SharedStartSegment()  # large buffers of the workers' start data
         self.closing = False  # stop() or terminate() ran: no worker is restarted for applies
+        self.init_error: BaseException | None = None  # a worker_init failure before any job
 
     # -- workers -------------------------------------------------------------------------
     @property
@@ -233,6 +234,7 @@ class Engine:
         """Start every worker with ``setup_args`` (pool parameters, init and exit)."""
         self._setup_args = setup_args
         self.closing = False
+        self.init_error = None
         self.stats.reset()
         self.last_states = {}
         self._start_segment.refresh()
@@ -387,6 +389,13 @@ class Engine:
             slot.job_id = job.id
             slot.job_sequence = slot.sent
 
+    def register(self, job: Job) -> None:
+        """A new job the replies go to; it fails at once if worker_init already failed."""
+        self.jobs[job.id] = job
+        if self.init_error is not None:
+            error, self.init_error = self.init_error, None
+            job.fail(error)
+
     def set_lifespan(self, lifespan: int | None) -> None:
         """A map's ``worker_lifespan``. Kept-alive workers already past it retire now: no
         chunk would ever be sent to them, and the map would wait for them forever."""
@@ -424,7 +433,7 @@ class Engine:
             ) from exc
         # no closure over the job: a job -> requeue -> job cycle would keep a dropped pool
         job.requeue = partial(self._requeue_apply, (APPLY, job.id, func, args, kwargs))
-        self.jobs[job.id] = job
+        self.register(job)
         self.apply_queue.append((job, payload, args))
         self._dispatch_applies()
 
@@ -678,8 +687,13 @@ class Engine:
             slot.pid = message[1]
         elif tag == INIT_ERROR:
             error = self._exception_from(message[1], what="worker_init")
+            if not self.jobs:  # worker_init runs as the worker starts: maybe before any job
+                self.init_error = error
             for job in list(self.jobs.values()):
                 job.fail(error)
+            for item in slot.in_flight.values():  # it answers nothing else for them
+                self._settle(item)
+            slot.in_flight.clear()
         elif tag == EXIT:
             slot.exited = True
             if message[1]:

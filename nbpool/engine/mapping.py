@@ -223,7 +223,7 @@ class MapRun:
     def results(self) -> Iterator[list]:
         """Each chunk's result list, in input order (or completion order if unordered)."""
         engine = self.engine
-        engine.jobs[self.job.id] = self.job
+        engine.register(self.job)
         last_tick = time.monotonic()
         try:
             while True:

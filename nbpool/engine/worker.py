@@ -144,6 +144,7 @@ class Worker:
         self.target: Callable | None = None
         self.init_done = False
         self.init_failed = False
+        self.init_failure: Failure | None = None
         self.tasks_run = 0
         self.top: list = []  # heap of (seconds, tie, args_text) for insights
         self.send_lock = threading.Lock()  # a task's threads may print while we reply
@@ -243,6 +244,10 @@ class Worker:
         # STARTING on, and would miss an init that starts while it is already waiting
         self.put(Field.STATUS, Status.IDLE if self.setup.worker_init is None else Status.STARTING)
         self.send((READY, os.getpid()))
+        # worker_init runs now, as the parent is still starting the other workers and
+        # preparing the map: its work must not wait for the first message
+        if self.setup.worker_init is not None and self.ensure_init():
+            self.report_state()
         while True:
             waited_from = _monotonic()
             try:
@@ -288,7 +293,8 @@ class Worker:
     def ensure_init(self) -> bool:
         if self.init_done:
             return True
-        if self.init_failed:
+        if self.init_failed:  # every task it is given gets the same answer
+            self.send((INIT_ERROR, self.init_failure))
             return False
         init = self.setup.worker_init
         if init is not None:
@@ -301,8 +307,9 @@ class Worker:
                 raise
             except BaseException as exc:  # SystemExit in worker_init is its error, too
                 self.init_failed = True
+                self.init_failure = self.failure(exc)
                 self.put(Field.PHASE_START, 0.0)
-                self.send((INIT_ERROR, self.failure(exc)))
+                self.send((INIT_ERROR, self.init_failure))
                 return False
             finally:
                 self.add(Field.INIT_TIME, _monotonic() - started)
