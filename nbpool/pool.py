@@ -332,12 +332,6 @@ class WorkerPool:
             engine.init_timeout = worker_init_timeout
             engine.exit_timeout = worker_exit_timeout
             baseline = engine.tasks_done()
-            if progress_bar:
-                from .progress import make_progress
-
-                with interrupts_deferred():  # a Ctrl-C mid-draw still leaves a bar to close
-                    progress = self._progress = make_progress(style, total, options, position)
-
             refresh_views = _weak_method(self._refresh_views)  # must not hold the pool
 
             def tick() -> None:
@@ -349,6 +343,14 @@ class WorkerPool:
             run = MapRun(engine, spec, chunks, ordered, max_tasks_active, self._order_tasks,
                          task_timeout, task_retries, on_tick=tick,
                          on_top_tasks=_merge_into(self._top_tasks), meter=meter)
+            # the first chunks go out before the bar is drawn: making a widget takes the
+            # kernel ~10 ms, which the workers would otherwise spend waiting for work
+            run.start()
+            if progress_bar:
+                from .progress import make_progress
+
+                with interrupts_deferred():  # a Ctrl-C mid-draw still leaves a bar to close
+                    progress = self._progress = make_progress(style, total, options, position)
             for part in run.results():
                 tick()
                 yield part

@@ -60,6 +60,7 @@ class MapRun:
         self.job = Job(spec, self._on_result, self._on_failure, task_timeout,
                        on_lease=self._on_lease, requeue=self._requeue,
                        task_retries=task_retries)
+        self.started = False
         self.leases: dict[int, Lease] = {}
         self.pending: Chunk | None = None
         self.retry_queue: deque[tuple[Chunk, int, int]] = deque()  # chunk, retries, worker
@@ -220,10 +221,17 @@ class MapRun:
         return (self.exhausted and self.pending is None and not self.sizes
                 and not self.retry_queue)
 
+    def start(self) -> None:
+        """Registers the job and sends the first chunks (``results`` does it if not done)."""
+        if not self.started:
+            self.started = True
+            self.engine.register(self.job)
+            self._dispatch()
+
     def results(self) -> Iterator[list]:
         """Each chunk's result list, in input order (or completion order if unordered)."""
         engine = self.engine
-        engine.register(self.job)
+        self.start()
         last_tick = time.monotonic()
         try:
             while True:
