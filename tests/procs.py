@@ -104,3 +104,15 @@ def all_text(exc: BaseException) -> str:
         parts.append(str(exc.__cause__))
     parts.extend(getattr(exc, "__notes__", []))
     return "\n".join(parts)
+
+
+def wait_for(predicate, timeout: float = 20.0):
+    """Polls until ``predicate()`` is true and returns its value; the timeout only catches a
+    hang."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.005)
+    raise AssertionError("condition not reached in time")

@@ -12,6 +12,7 @@ import textwrap
 import time
 
 import pytest
+from procs import wait_for
 
 from nbpool import WorkerPool
 from nbpool.engine.output import RelayStream
@@ -172,16 +173,6 @@ def test_widget_updates_are_throttled_whatever_the_task_count(monkeypatch, capsy
 
 
 # -- worker status ----------------------------------------------------------------------------
-def _wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError("condition not reached in time")
-
-
 def test_worker_status_follows_the_workers(tmp_path):
     gate = tmp_path / "go"
 
@@ -199,7 +190,7 @@ def test_worker_status_follows_the_workers(tmp_path):
             rows = pool.worker_status()
             return rows if all(r["status"] == "working" for r in rows) else None
 
-        rows = _wait_for(both_working)  # read from shared memory: nothing needs to drive
+        rows = wait_for(both_working)  # read from shared memory: nothing needs to drive
         tasks = [r["task"] for r in rows]
         assert len(set(tasks)) == 2, tasks
         for text in tasks:

@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+from procs import wait_for
 
 from nbpool import WorkerPool
 from nbpool.insights import PHASES
@@ -24,17 +25,6 @@ from nbpool.widgets import render
 def pause(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
-
-
-def _wait_for(predicate, timeout: float = 20.0):
-    """Polls until ``predicate()`` is true; the timeout only catches a hang."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.005)
-    raise AssertionError("condition not reached in time")
 
 
 # -- insights --------------------------------------------------------------------------------
@@ -179,7 +169,7 @@ def test_a_killed_worker_reads_dead_until_replaced():
         victim = pool.worker_status()[0]["pid"]
         os.kill(victim, signal.SIGKILL)
         # nothing drives the pool between maps: the row finds out by itself
-        rows = _wait_for(lambda: (rows := pool.worker_status())[0]["status"] == "dead" and rows)
+        rows = wait_for(lambda: (rows := pool.worker_status())[0]["status"] == "dead" and rows)
         assert rows[1]["status"] == "idle"
         assert rows[0]["rss_bytes"] is None and rows[0]["pid"] == victim
         assert "Worker 0: dead, " in render.workers_text(rows)
@@ -295,7 +285,7 @@ def _recording(monkeypatch, pool, name: str) -> list:
 
 def _open_when(condition, gate: Path, met: list) -> None:
     try:
-        _wait_for(condition, timeout=10.0)
+        wait_for(condition, timeout=10.0)
         met.append(True)
     except AssertionError:
         met.append(False)
@@ -311,7 +301,7 @@ def test_a_view_shown_during_an_imap_updates_while_it_runs(monkeypatch, tmp_path
     try:
         results = pool.imap(partial(wait_for_file, str(gate)), range(6), chunk_size=1)
         assert next(results) == 0  # the map runs; the other tasks wait for the gate
-        _wait_for(lambda: all(r["status"] == "working" for r in pool.worker_status()))
+        wait_for(lambda: all(r["status"] == "working" for r in pool.worker_status()))
         snapshots = _recording(monkeypatch, pool, source)
         getattr(pool, show)()
         [view] = shown_views
