@@ -38,7 +38,7 @@ For C_arg and C_ret the table adds the parent's peak RSS during the run, above w
 held before (the input arrays): ``VmHWM`` from /proc, reset before each run (Linux).
 
 Each cell is the median of ``--repeats`` runs (default 3, or 1 with ``--quick``); the order
-of the libraries is rotated on every repeat to spread drift. A library that fails (or
+of the libraries is shuffled on every repeat to spread drift. A library that fails (or
 exceeds ``--timeout`` seconds) shows an error in its cell; the rest of the run goes on.
 The machine may be small and noisy: read the numbers as rough ratios, nothing here
 asserts on timings.
@@ -68,6 +68,7 @@ import argparse  # noqa: E402
 import gc  # noqa: E402
 import importlib  # noqa: E402
 import json  # noqa: E402
+import random  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
 import signal  # noqa: E402
@@ -811,7 +812,9 @@ def main(argv=None):
     for wl in workloads:
         wl.items = wl.build()
         for rep in range(args.repeats):
-            order = libs[rep % len(libs):] + libs[:rep % len(libs)] if libs else []
+            # shuffled, not rotated: rotated, each library always ran right after the same
+            # one (nbpool after 'bare', whose children may still be exiting)
+            order = random.Random(f"{wl.key}-{rep}").sample(libs, len(libs))
             for lib in order:
                 entry = raw[wl.key][lib]
                 if entry["error"] is not None or entry["skip"] is not None:
