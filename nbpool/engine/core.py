@@ -106,9 +106,7 @@ def _job_message(job_id: int, spec: JobSpec) -> bytes:
     try:
         return dumps((JOB, job_id, spec))
     except Exception as exc:  # only the function can fail: the rest is plain data
-        raise errors.TaskPicklingError(
-            f"the function {errors.describe_callable(spec.func)} could not be pickled to send "
-            f"it to the workers: {type(exc).__name__}: {errors.safe_str(exc)}") from exc
+        raise errors.unpicklable_function(spec.func, exc, "the workers") from exc
 
 
 FAILED = RuntimeError("the job failed")  # Job.error once the job's own error was handed over
@@ -418,21 +416,19 @@ class Engine:
         self._send(slot, payload)
 
     def submit_apply(self, job: Job, func, args: tuple, kwargs: dict) -> None:
+        message = (APPLY, job.id, func, args, kwargs)
         try:
-            payload = self.encode((APPLY, job.id, func, args, kwargs))
+            payload = self.encode(message)
         except Exception as exc:
             try:
                 dumps(func)
             except Exception as func_exc:
-                raise errors.TaskPicklingError(
-                    f"the function {errors.describe_callable(func)} could not be pickled to "
-                    f"send it to a worker: {type(func_exc).__name__}: "
-                    f"{errors.safe_str(func_exc)}") from func_exc
+                raise errors.unpicklable_function(func, func_exc, "a worker") from func_exc
             raise errors.TaskPicklingError(
                 f"the apply task could not be pickled ({errors.describe_args(args)}): {exc}"
             ) from exc
         # no closure over the job: a job -> requeue -> job cycle would keep a dropped pool
-        job.requeue = partial(self._requeue_apply, (APPLY, job.id, func, args, kwargs))
+        job.requeue = partial(self._requeue_apply, message)
         self.register(job)
         self.apply_queue.append((job, payload, args))
         self._dispatch_applies()

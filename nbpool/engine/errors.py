@@ -156,6 +156,14 @@ def task_failure(
     return exc
 
 
+def unpicklable_function(func, exc: BaseException, to: str) -> TaskPicklingError:
+    """The error for a function that cannot be pickled to send it ``to`` its worker(s)
+    (raise it ``from exc``)."""
+    return TaskPicklingError(
+        f"the function {describe_callable(func)} could not be pickled to send it to {to}: "
+        f"{type(exc).__name__}: {safe_str(exc)}")
+
+
 def task_exit_failure(
     exc: BaseException, worker_id: int, task_index: int | None, args_text: str, tb_text: str,
     during: str | None = None,
