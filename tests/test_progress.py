@@ -196,8 +196,8 @@ def test_worker_status_follows_the_workers(tmp_path):
         for text in tasks:
             index = int(text.split(":")[0].split()[1])
             assert text == f"task {index}: Arg 0: {index}" and index in (1, 2, 3), tasks
-        assert all(r["running_for"] >= 0 and r["pid"] for r in rows)
-        assert all(r["rss_bytes"] and r["rss_bytes"] > 1_000_000 for r in rows)
+        assert all(r["running_for"] >= 0 and r["pid"] for r in rows), rows
+        assert all(r["rss_bytes"] and r["rss_bytes"] > 1_000_000 for r in rows), rows
         gate.touch()
         assert list(it) == [1, 2, 3]
         rows = pool.worker_status()

@@ -180,6 +180,25 @@ def test_a_killed_worker_reads_dead_until_replaced():
     finally:
         pool.terminate()
 
+def _spin(x):
+    began = time.monotonic()
+    while time.monotonic() - began < 0.0002:
+        pass
+    return x
+
+
+def test_running_for_is_never_negative_while_tasks_begin():
+    """Workers start a new task every fraction of a millisecond; a row read meanwhile must not
+    count from a phase that began after its clock was read (this made CI flaky once)."""
+    seen = []
+    with WorkerPool(2) as pool:
+        for _ in pool.imap(_spin, range(5000), chunk_size=1):
+            seen.extend(r["running_for"] for r in pool.worker_status())
+    timed = [t for t in seen if t is not None]
+    assert timed, "no row was read while a task ran"
+    assert min(timed) >= 0, sorted(timed)[:5]
+
+
 
 def _init(worker_state):
     time.sleep(0.15)

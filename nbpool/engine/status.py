@@ -96,7 +96,6 @@ def worker_rows(engine) -> list[dict]:
     tasks_done, restarts, rss_bytes and a summary of its worker_state (with
     ``use_worker_state``)."""
     stats = engine.stats
-    now = time.monotonic()
     rows = []
     for worker_id in range(engine.n_jobs):
         slot = engine.slots[worker_id]
@@ -105,6 +104,7 @@ def worker_rows(engine) -> list[dict]:
         alive = status not in ("not started", "stopped", "dead") and not slot.gone
         pid = int(stats.get(worker_id, Field.PID)) or (slot.pid if slot else None)
         phase_start = stats.get(worker_id, Field.PHASE_START)
+        now = time.monotonic()  # after the read: a phase the worker began meanwhile is not negative
         timed = alive and cell in (Status.WORKING, Status.INIT, Status.EXITING)
         task = None
         if alive and cell == Status.WORKING:
