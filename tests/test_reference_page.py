@@ -540,9 +540,10 @@ def test_nested_pools_with_progress_bar_positions(capfd, nested):
     err = capfd.readouterr().err
     assert "8/8" in err
     # the main bar at row 0, the nested bars at rows 1 and 2 (worker_id + 1); the two nested
-    # pools write to the same stderr, so a display may be split: some display of each row
+    # pools write to the same stderr, so a display may be split, and the moves up of two
+    # displays that land back to back merge (1 + 2 reads as 3): some display of each row
     rows = {len(moves) // len("\x1b[A") for moves in _BAR_AND_MOVES_UP.findall(err)}
-    assert rows == {0, 1, 2}, repr(err)
+    assert {0, 1, 2} <= rows <= {0, 1, 2, 3, 4}, repr(err)
 
 
 # ---- worker init and exit ---------------------------------------------------------------------
