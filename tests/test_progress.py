@@ -147,7 +147,7 @@ def test_widget_updates_are_throttled_whatever_the_task_count(monkeypatch, capsy
 
     monkeypatch.setattr(frontend, "widgets_available", lambda: True)
     views, draws = [], []
-    original_init, original_draw = widget.WidgetProgress.__init__, widget.BarRow.draw
+    original_init, original_draw = widget.WidgetProgress.__init__, widget.WidgetProgress.redraw
 
     def recording_init(self, *args, **kwargs):
         views.append(self)
@@ -158,7 +158,7 @@ def test_widget_updates_are_throttled_whatever_the_task_count(monkeypatch, capsy
         original_draw(self)
 
     monkeypatch.setattr(widget.WidgetProgress, "__init__", recording_init)
-    monkeypatch.setattr(widget.BarRow, "draw", counting_draw)
+    monkeypatch.setattr(widget.WidgetProgress, "redraw", counting_draw)
     n = 300_000
     started = time.monotonic()
     with WorkerPool(2) as pool:
@@ -167,8 +167,9 @@ def test_widget_updates_are_throttled_whatever_the_task_count(monkeypatch, capsy
     [view] = views
     # 3,000 chunks came back; the bar was drawn about ten times a second, plus first and last
     assert len(draws) <= elapsed / 0.1 + 3, (len(draws), elapsed)
-    assert view.row.bar.value == view.row.bar.max == n
-    assert view.row.bar.bar_style == "success"
+    assert f'data-bar-style="success" data-value="{n}" data-max="{n}"' in view.widget.value
+    assert 'class="nbpool-progress-fill nbpool-progress-success" style="width:100.0%' in (
+        view.widget.value)
     assert repr(view.widget) == f"100% {n}/{n} (done)"
 
 
@@ -261,6 +262,42 @@ def test_widget_text_form_is_not_cut_at_110_characters(capsys):
     text = view.widget._repr_mimebundle_()["text/plain"]
     assert text == repr(view.widget) and len(text) > 200
     assert text.endswith("x" * 120 + ")")
+
+
+def test_widget_of_a_short_map_is_drawn_once_in_its_final_state(capsys):
+    """A bar shows after SHOW_AFTER_SECONDS of work; a map over sooner displays it once, as it
+    ends, with the final state as its first and only form (what nbval and GitHub show)."""
+    pytest.importorskip("ipywidgets")
+    from nbpool.progress.widget import SHOW_AFTER_SECONDS, WidgetProgress
+
+    clock = FakeClock()
+    view = WidgetProgress(10, {"desc": "quick"}, clock=clock)
+    clock.now += SHOW_AFTER_SECONDS / 2
+    view.update(7)
+    assert view.widget is None and capsys.readouterr().out == ""
+    view.update(10)
+    view.close("done")
+    assert capsys.readouterr().out == "quick: 100% 10/10 (done)\n"  # one display
+    assert 'data-bar-style="success" data-value="10" data-max="10"' in view.widget.value
+
+
+def test_widget_of_a_longer_map_shows_while_it_runs(capsys):
+    pytest.importorskip("ipywidgets")
+    from nbpool.progress.widget import SHOW_AFTER_SECONDS, WidgetProgress
+
+    clock = FakeClock()
+    view = WidgetProgress(10, {}, clock=clock)
+    clock.now += SHOW_AFTER_SECONDS
+    view.update(4)
+    assert capsys.readouterr().out == "40% 4/10 (running)\n"
+    assert 'data-bar-style="" data-value="4" data-max="10"' in view.widget.value
+    clock.now += 1.0
+    view.update(6)
+    assert 'data-value="6"' in view.widget.value  # redrawn (throttled to ten a second)
+    view.close("error", "ValueError: bad")
+    assert 'data-bar-style="danger" data-value="6"' in view.widget.value
+    # the display is updated with the final text form (outside IPython: printed again)
+    assert capsys.readouterr().out == "60% 6/10 (error: ValueError: bad)\n"
 
 
 # -- progress_bar_options and progress_bar_style, checked before any worker starts ------------
@@ -406,25 +443,26 @@ def test_nested_bars_are_redrawn_about_ten_times_a_second_however_many_report(
     clock = FakeClock()
     view = widget.WidgetProgress(None, {}, show_main=False, clock=clock)
     draws = []
-    original_draw = widget.BarRow.draw
+    original_draw = widget.WidgetProgress.redraw
 
     def counting_draw(self):
-        draws.append(self.model.n)
+        draws.append([row.model.n for row in self.nested.values()])
         original_draw(self)
 
-    monkeypatch.setattr(widget.BarRow, "draw", counting_draw)
+    monkeypatch.setattr(widget.WidgetProgress, "redraw", counting_draw)
     for step in range(1, 101):  # 8 nested maps report every 10 ms for one second
         clock.now += 0.01
         for map_id in range(8):
             view.show_nested(_nested_report(str(map_id), step))
-    rounds_of_eight = (len(draws) - 8) / 8  # (each new row is drawn once as it is created)
-    assert 9 <= rounds_of_eight <= 11, len(draws)
+    # all eight rows are drawn together, about ten times in that second
+    assert 9 <= len(draws) <= 11, len(draws)
     draws.clear()
     view.show_nested(_nested_report("0", 100, "done"))  # a final state is drawn at once
-    assert draws == [100]
+    assert len(draws) == 1
     view.close("done")  # and closing draws what the throttle held back
-    assert set(draws) == {100}
-    assert all(row.bar.value == 100 for row in view.nested.values())
+    assert draws[-1] == [100] * 8
+    assert view.widget.value.count('data-value="100"') == 8
+    assert view.widget.value.count('data-bar-style="success"') == 1  # the one that ended
 
 
 # -- one bar for a batch of apply_async tasks ----------------------------------------------------

@@ -62,10 +62,11 @@ class ProgressModel:
         self.finished: float | None = None
 
     @classmethod
-    def from_options(cls, total: int | None, options: dict) -> "ProgressModel":
+    def from_options(cls, total: int | None, options: dict,
+                     clock: Callable[[], float] = time.monotonic) -> "ProgressModel":
         """A model described by tqdm-style ``progress_bar_options`` (desc, unit, colour)."""
         return cls(total, options.get("desc") or "", options.get("unit") or "it",
-                   options.get("colour"))
+                   options.get("colour"), clock=clock)
 
     # -- changes -------------------------------------------------------------------------
     def set_count(self, n: int) -> None:

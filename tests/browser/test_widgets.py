@@ -17,7 +17,13 @@ def _bar(page):
 
     progress = page.locator(".nbpool-progress")
     expect(progress).to_have_count(1, timeout=WIDGET_TIMEOUT_MS)
-    return progress, progress.locator(".widget-hprogress .progress-bar")
+    return progress, progress.locator(".nbpool-progress-fill")
+
+
+def _rgb(locator) -> tuple[int, ...]:
+    """The colour the bar is drawn in, as the browser computed it."""
+    text = locator.evaluate("e => getComputedStyle(e).backgroundColor")
+    return tuple(int(v) for v in re.findall(r"\d+", text)[:3])
 
 
 def test_progress_bar_ends_green_at_total(lab):
@@ -25,8 +31,12 @@ def test_progress_bar_ends_green_at_total(lab):
 
     page = lab.run_notebook("progress_success.ipynb")
     progress, bar = _bar(page)
-    expect(bar).to_have_class(re.compile(r"\bprogress-bar-success\b"), timeout=WIDGET_TIMEOUT_MS)
+    expect(bar).to_have_class(re.compile(r"\bnbpool-progress-success\b"), timeout=WIDGET_TIMEOUT_MS)
     expect(progress).to_contain_text("20/20")
+    red, green, blue = _rgb(bar)
+    assert green > red and green > blue, (red, green, blue)
+    assert bar.evaluate("e => e.getBoundingClientRect().width") == bar.evaluate(
+        "e => e.parentElement.getBoundingClientRect().width")  # full
     lab.screenshot("page")
     lab.screenshot("progress", progress)
 
@@ -36,8 +46,10 @@ def test_progress_bar_turns_red_on_error(lab):
 
     page = lab.run_notebook("progress_error.ipynb")
     progress, bar = _bar(page)
-    expect(bar).to_have_class(re.compile(r"\bprogress-bar-danger\b"), timeout=WIDGET_TIMEOUT_MS)
-    expect(bar).not_to_have_class(re.compile(r"\bprogress-bar-success\b"))
+    expect(bar).to_have_class(re.compile(r"\bnbpool-progress-danger\b"), timeout=WIDGET_TIMEOUT_MS)
+    expect(bar).not_to_have_class(re.compile(r"\bnbpool-progress-success\b"))
+    red, green, blue = _rgb(bar)
+    assert red > green and red > blue, (red, green, blue)
     expect(lab.cell_outputs(1)).to_contain_text("boom at 7")
     lab.screenshot("page")
     lab.screenshot("progress", progress)
