@@ -31,9 +31,6 @@ usage:
 options: -n/--n-jobs N, --chunk-size K, --unordered, --start-method M, --no-progress,
          --insights, -o/--out NAME; '--' ends the options (for an iterable that starts with -)"""
 
-# options that take a value; every other option is a flag
-_VALUE_OPTIONS = {"-n", "--n-jobs", "--chunk-size", "--start-method", "-o", "--out"}
-_FLAG_OPTIONS = {"--unordered", "--no-progress", "--insights"}
 _TOKEN = re.compile(r"\s*(\S+)")
 
 
@@ -52,11 +49,12 @@ def split_options(line: str) -> tuple[list[str], str]:
         name = token.split("=", 1)[0]
         if name[:2] in ("-n", "-o") and not name.startswith("--"):
             name = name[:2]  # '-n2', '-oname': the value is attached, as argparse allows
-        if name not in _VALUE_OPTIONS and name not in _FLAG_OPTIONS:
+        takes_value = _OPTIONS.get(name)
+        if takes_value is None:
             raise UsageError(f"%pmap: unknown option {token!r} (to map over an iterable that "
                              f"starts with '-', end the options with '--')\n{USAGE}")
         tokens.append(token)
-        if name in _VALUE_OPTIONS and name == token:
+        if takes_value and name == token:
             value = _TOKEN.match(line, position)
             if value is None:
                 raise UsageError(f"%pmap: option {token} needs a value\n{USAGE}")
@@ -242,6 +240,16 @@ def _raise_without_nbpool_frames(exc: BaseException, filename: str):
         raise exc.with_traceback(tb)
     raise_here = compile("raise error from error.__cause__", filename, "exec")
     exec(raise_here, {"error": exc.with_traceback(None)})
+
+
+def _options_of(parser: argparse.ArgumentParser) -> dict[str, bool]:
+    """Each option string of the magic -> whether it takes a value (the decorators above are
+    the one list of options)."""
+    return {name: action.nargs != 0 for action in parser._actions
+            for name in action.option_strings}
+
+
+_OPTIONS = _options_of(PmapMagics.pmap.parser)
 
 
 def register(shell) -> None:
