@@ -300,6 +300,22 @@ def test_widget_of_a_longer_map_shows_while_it_runs(capsys):
     assert capsys.readouterr().out == "60% 6/10 (error: ValueError: bad)\n"
 
 
+def test_bars_share_one_layout_and_style_until_someone_closes_them(capsys):
+    """Each widget would make a Layout and a style widget of its own: two more comm messages
+    per bar. A shared one that was closed (``Widget.close_all()``) is made again."""
+    pytest.importorskip("ipywidgets")
+    from nbpool.progress.widget import WidgetProgress
+
+    first, second = (WidgetProgress(3, {}, show_after=0) for _ in range(2))
+    assert first.widget.layout is second.widget.layout
+    assert first.widget.style is second.widget.style
+    first.widget.layout.close()
+    third = WidgetProgress(3, {}, show_after=0)
+    assert third.widget.layout is not first.widget.layout
+    assert third.widget.layout.comm is not None
+    assert third.widget.style is first.widget.style
+
+
 # -- progress_bar_options and progress_bar_style, checked before any worker starts ------------
 BAD_PROGRESS_SETTINGS = [
     ({"progress_bar_options": {"nonsense": 1}}, ValueError,

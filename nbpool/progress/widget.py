@@ -1,17 +1,19 @@
 """Progress as an ipywidgets bar in a Jupyter kernel, with nested pools' bars under it.
 
 Rules that follow from how the kernel behaves (see docs/widgets.md):
-- the thread that runs the cell creates and displays the widget, inside the call that starts
-  the work, and makes every update too (the pool is driven from that thread);
+- the thread that runs the cell creates and displays the widget (once the work has run for
+  ``SHOW_AFTER_SECONDS``, or as it ends) and makes every update too (the pool is driven from
+  that thread);
 - ``ProgressModel.due`` throttles updates of the main bar to about ten a second, and one more
   ``Throttle`` the nested bars' together (however many nested pools report);
 - the final state is written before the blocking call returns, and the display is refreshed
   so that the stored text form (what nbval, nbconvert and GitHub show) is the final one.
 
 The whole display, nested rows included, is one HTML widget that draws its bars with CSS. It
-costs one comm message to create and one per redraw: a progress bar made of ipywidgets' own
-bar, label and box took ten comm messages to make and added 12% to a map of a million tiny
-tasks in a kernel (0.07 s); this adds about 2% (``benchmarks/bench_progress.py``).
+costs one comm message to make, one to display and one per redraw: a bar made of ipywidgets'
+own progress bar, label and boxes took ten messages to make and added 14% to a map of a
+million tiny tasks in a kernel (0.08 s); this adds nothing measurable
+(``benchmarks/bench_progress.py``, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import html
 import time
 from typing import Callable
 
+from ..engine.signals import interrupts_deferred
 from ..widgets.base import TextFormHTML, show
 from .model import ProgressModel, Throttle
 
@@ -125,11 +128,14 @@ class WidgetProgress:
             self._show()
 
     def _show(self) -> None:
-        # made whole: each trait set after it exists is one more message
-        self.widget = ProgressDisplay(self.text_form, value=self._html(),
-                                      _dom_classes=(CSS_CLASS,))
-        self.model.due()  # that was a redraw: the next is due in a tenth of a second
-        self.handle = show(self.widget)
+        # a Ctrl-C half-way would leave a bar displayed without its handle: close() would
+        # display a second one
+        with interrupts_deferred():
+            # made whole: each trait set after it exists is one more message
+            self.widget = ProgressDisplay(self.text_form, value=self._html(),
+                                          _dom_classes=(CSS_CLASS,))
+            self.model.due()  # that was a redraw: the next is due in a tenth of a second
+            self.handle = show(self.widget)
 
     def _html(self) -> str:
         rows = [self.row] if self.row is not None else []
