@@ -593,6 +593,19 @@ def _reset_peak_rss():
         return False
 
 
+def _return_freed_memory():
+    """Hands the heap's freed pages back to the OS (glibc), so that one workload's garbage
+    does not slow the next one's forks. Without it every library read ~0.52 s on D after C_ret
+    in a full run, against 0.46-0.47 s in a run of D alone (C_ret then D, three libraries:
+    0.486 s without, 0.467 s with)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to do
+
+
 def timed_cell(workload, runner, W, timeout):
     """One timed run. Returns dict(time=..., first=..., rss_mb=...), dict(error=...) or
     dict(skip=...)."""
@@ -844,6 +857,7 @@ def main(argv=None):
                 log(f"[{wl.key}] rep {rep + 1} {lib:7s} {cell['time']:.3f}s{extra}")
         wl.items = None
         gc.collect()
+        _return_freed_memory()
     total = time.perf_counter() - t_start
 
     methods = {}
