@@ -327,7 +327,7 @@ def test_a_view_shown_during_an_imap_updates_while_it_runs(monkeypatch, tmp_path
         assert len(snapshots) == 1  # drawn once when shown
         if show == "show_workers":
             # the table as drawn: pid, memory and how long each has been at its task
-            table = _table(view.children[0].value, "nbpool-worker-row")
+            table = _table(view.value, "nbpool-worker-row")
             assert [row["pid"] for row in table] == [str(r["pid"]) for r in snapshots[0]]
             assert all(row["status"] == "working" for row in table)
             assert all(re.fullmatch(r"[\d.]+ MB", row["memory"]) for row in table), table
@@ -360,10 +360,10 @@ def test_insights_shown_before_any_map_with_insights_fill_in_live(monkeypatch, s
         pool.show_insights()
         [view] = shown_views
         assert view.text_form() == NO_INSIGHTS_TEXT
-        assert "enable_insights=True" in view.children[0].value
+        assert "enable_insights=True" in view.value
         pool.map(pause, [0.02] * 30, chunk_size=1, enable_insights=True)
         assert view.text_form() == "nbpool insights: 2 workers, 34 tasks completed"
-        assert "Top 5 longest tasks" in view.children[0].value
+        assert "Top 5 longest tasks" in view.value
     assert snapshots[0] is None and snapshots[-1] is not None
     # refreshed during the map too: some snapshot saw it half done
     partial_counts = {sum(s.n_completed_tasks) for s in snapshots[1:-1] if s is not None}

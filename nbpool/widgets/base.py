@@ -30,10 +30,6 @@ class TextForm:
         return data
 
 
-class TextFormBox(TextForm, widgets.VBox):
-    """A VBox whose ``repr`` and ``text/plain`` are ``text_form()``."""
-
-
 _shared: dict = {}
 
 

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 from typing import Callable
 
-import ipywidgets as widgets
-from IPython.display import display
-
 from ..progress.model import Throttle
 from . import render
-from .base import TextFormBox
+from .base import TextFormHTML, show as show_widget
 
 
-class LiveHTMLView(TextFormBox):
+class LiveHTMLView(TextFormHTML):
     """An HTML panel redrawn by ``refresh()``; its ``repr`` is a text form of the same data."""
 
     css_class = ""
@@ -22,30 +19,29 @@ class LiveHTMLView(TextFormBox):
         self._snapshot = snapshot
         self._to_html = to_html
         self._to_text = to_text
-        self._html = widgets.HTML()
-        self._text = ""
         self._throttle = Throttle()
+        self._throttle.due()  # this is the first drawing
         self._handle = None
-        super().__init__([self._html])
-        self.add_class(self.css_class)
-        self.refresh(force=True)
+        data = snapshot()
+        self._text = to_text(data)
+        super().__init__(value=to_html(data), _dom_classes=(self.css_class,))
 
     def show(self) -> "LiveHTMLView":
-        self._handle = display(self, display_id=True)
+        self._handle = show_widget(self)
         return self
 
     def finish(self) -> None:
         """Draw the final state and store its text form in the cell's output."""
         self.refresh(force=True)
         if self._handle is not None:
-            self._handle.update(self)
+            show_widget(self, self._handle)
 
     def refresh(self, force: bool = False) -> None:
         if not self._throttle.due(force):
             return
         data = self._snapshot()
         self._text = self._to_text(data)
-        self._html.value = self._to_html(data)
+        self.value = self._to_html(data)
 
     def text_form(self) -> str:
         return self._text
