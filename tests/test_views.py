@@ -180,6 +180,7 @@ def test_a_killed_worker_reads_dead_until_replaced():
     finally:
         pool.terminate()
 
+
 def _spin(x):
     began = time.monotonic()
     while time.monotonic() - began < 0.0002:
@@ -197,7 +198,6 @@ def test_running_for_is_never_negative_while_tasks_begin():
     timed = [t for t in seen if t is not None]
     assert timed, "no row was read while a task ran"
     assert min(timed) >= 0, sorted(timed)[:5]
-
 
 
 def _init(worker_state):
