@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import warnings
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -56,11 +57,14 @@ def test_errors_pickling_restarts_numpy_and_insights(method):
         assert np.array_equal(doubled, array * 2)
         assert pool.map(mt.block_rows, array, chunk_size=5) == [5, 5, 5, 5]
 
-        # worker_lifespan: 2 workers doing 2 tasks each, 12 tasks -> 6 different workers
+        # worker_lifespan=2: no worker runs more than 2 tasks, so 12 tasks take at least 6
+        # workers. A kept-alive worker counts the tasks of earlier maps too: one that ran a
+        # single task before (the maps above may split unevenly) runs one here, then retires
         who = pool.map(mt.worker_token, range(12), chunk_size=1, worker_lifespan=2)
-        assert len({token for _, token in who}) == 6, who
+        per_worker = Counter(who)  # (pid, token): one per worker, a thread too
+        assert max(per_worker.values()) <= 2 and len(per_worker) >= 6, who
         if method != "threading":
-            assert len({pid for pid, _ in who}) == 6, who
+            assert len({pid for pid, _ in who}) == len(per_worker), who  # a process each
 
         # a task's exception: same type, same args, and the failing task's arguments named
         with pytest.raises(mt.TaskFailed) as info:
