@@ -141,6 +141,20 @@ pool.show_workers()
 pool.show_insights()
 rest = list(results)
 """,
+    # last: it closes every widget of the kernel
+    "closed_by_user": """
+import ipywidgets
+with WorkerPool(2) as pool:
+    results = pool.imap(slow, range(30), chunk_size=1, progress_bar=True)
+    got = [next(results)]
+    time.sleep(0.3)  # past the delay after which the bar shows
+    got.append(next(results))
+    ipywidgets.Widget.close_all()
+    got += list(results)
+print("finished", got == [x * 2 for x in range(30)])
+with WorkerPool(2) as pool:  # the next bar makes the shared layout and style again
+    pool.map(slow, range(4), progress_bar=True)
+""",
 }
 
 
@@ -305,3 +319,16 @@ def test_nbpool_progress_text_gives_text_bars_in_a_kernel(executed):
     assert "nbpool.tqdm is a widget bar: True" in _stream(cell, "stdout")
     assert _displays(cell) == []
     assert "6/6" in _stream(cell, "stderr")
+
+
+def test_a_bar_the_user_closed_mid_map_does_not_break_it(executed):
+    cells, state = executed
+    cell = cells["closed_by_user"]
+    assert [o for o in cell.outputs if o["output_type"] == "error"] == []
+    assert "finished True" in _stream(cell, "stdout")
+    first, second = _displays(cell)
+    # the closed bar keeps the form it was shown in; nothing was drawn after the close
+    assert first["text/plain"].endswith("/30 (running)"), first["text/plain"]
+    assert second["text/plain"] == "100% 4/4 (done)"
+    [bar] = _bars(state, second)
+    assert bar["bar_style"] == "success"

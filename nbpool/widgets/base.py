@@ -64,6 +64,8 @@ def show(widget: TextForm, handle=None):
     from IPython import get_ipython
     from IPython.display import display
 
+    if widget.comm is None:  # closed by the user (``Widget.close_all()``): nothing to show
+        return handle
     shell = get_ipython()
     data = widget._repr_mimebundle_() if shell is not None else None
     if handle is not None:
