@@ -97,6 +97,17 @@ with WorkerPool(n_jobs=2, daemon=False, pass_worker_id=True) as pool:
                       n_splits=2)
 assert nested == [[y * y for y in range(x, x + 10)] for x in range(6)]
 """,
+    "nested_in_apply": """
+with WorkerPool(n_jobs=2, daemon=False) as pool:
+    got = [pool.apply_async(dispatcher, (0, range(x, x + 10))) for x in range(2)]
+    assert [r.get() for r in got] == [[y * y for y in range(x, x + 10)] for x in range(2)]
+""",
+    "styles": """
+for style in ("widget", "notebook", "std"):
+    with WorkerPool(2) as pool:
+        pool.map(slow, range(5), progress_bar=True, progress_bar_style=style,
+                 progress_bar_options={"desc": style})
+""",
     "apply_batch": """
 with WorkerPool(2) as pool:
     with pool.progress(desc="applies") as batch:
@@ -294,6 +305,30 @@ def test_views_shown_during_an_imap_keep_its_final_state(executed):
     assert insights["text/plain"] == "nbpool insights: 2 workers, 20 tasks completed"
     html = _html(state, insights)
     assert "20 tasks completed" in html and ">restarts</th>" in html
+
+
+def test_nested_bars_of_apply_tasks_keep_their_final_text(executed):
+    """No map closes the view of pools nested in ``apply_async`` tasks: its text form must
+    still end with the nested maps done."""
+    cells, state = executed
+    [data] = _displays(cells["nested_in_apply"])
+    # both nested maps ran at position 1 (worker id 0), so they share one row
+    assert data["text/plain"].splitlines() == ["  100% 10/10 (done)"], data["text/plain"]
+    [bar] = _bars(state, data)
+    assert bar["bar_style"] == "success" and bar["value"] == bar["max"] == 10
+
+
+def test_widget_styles_in_a_kernel(executed):
+    """'widget' and 'notebook' draw the widget bar; 'std' writes tqdm's text to stderr."""
+    cells, state = executed
+    cell = cells["styles"]
+    assert [d["text/plain"] for d in _displays(cell)] == [
+        "widget: 100% 5/5 (done)", "notebook: 100% 5/5 (done)"]
+    for data in _displays(cell):
+        [bar] = _bars(state, data)
+        assert bar["bar_style"] == "success"
+    stderr = _stream(cell, "stderr")
+    assert "std: 100%" in stderr and "5/5" in stderr, stderr
 
 
 def test_apply_async_batch_shows_one_bar_that_ends_at_the_total(executed):

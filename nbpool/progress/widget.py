@@ -192,6 +192,10 @@ class WidgetProgress:
         if report["outcome"] != "running":
             model.finish(report["outcome"], report.get("message", ""))
             self.redraw()
+            if self.row is None:
+                # nested bars alone (a nested pool in an ``apply``) have no map to close
+                # them: the stored text form follows each finished row instead
+                show(self.widget, self.handle)
         elif self._nested_redraw.due():
             self.redraw()
 
