@@ -326,3 +326,49 @@ def test_interrupt_kernel_stops_all_work(kernel, case, tmp_path):
     assert time.monotonic() - started < 30
     left = wait_gone(set(), 2.0, root=kernel_pid)  # only the forkserver may remain
     assert not left, [(p.pid, p.cmdline()) for p in left]
+
+
+
+def _iopub_until(client, msg_id: str, timeout: float, last) -> list[dict]:
+    """The iopub messages a cell sent, up to the first for which ``last(msg)`` is true."""
+    deadline = time.monotonic() + timeout
+    messages = []
+    while True:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"no such message in time: {messages}"
+        msg = client.get_iopub_msg(timeout=remaining)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        messages.append(msg)
+        if last(msg):
+            return messages
+
+
+def _is_idle(msg) -> bool:
+    return msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle"
+
+
+@pytest.mark.notebook
+@pytest.mark.timeout(HANG_GUARD + 60)
+def test_interrupt_kernel_leaves_the_progress_bar_interrupted(kernel, tmp_path):
+    """What the person sees after 'interrupt kernel': the widget bar, drawn while the tasks
+    ran, says interrupted."""
+    manager, client = kernel
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    setup = _run_cell(client, KERNEL_SETUP.format(markers=str(markers)))
+    assert setup["status"] == "ok", setup
+    msg_id = client.execute("pool.map(slow, range(8), chunk_size=1, progress_bar=True)")
+    # the bar shows while the workers sleep (the pool wakes up to draw it)
+    shown = _iopub_until(client, msg_id, READ_TIMEOUT,
+                         lambda msg: msg["msg_type"] == "display_data")
+    assert shown[-1]["content"]["data"]["text/plain"] == "0% 0/8 (running)"
+    manager.interrupt_kernel()
+    messages = _iopub_until(client, msg_id, READ_TIMEOUT, _is_idle)
+    texts = [m["content"]["data"]["text/plain"] for m in messages
+             if m["msg_type"] == "update_display_data"]
+    assert texts and texts[-1].startswith("0% 0/8 "), texts
+    assert texts[-1].endswith("(interrupted)"), texts
+    [error] = [m["content"] for m in messages if m["msg_type"] == "error"]
+    assert error["ename"] == "KeyboardInterrupt"
+    assert _run_cell(client, "pool.terminate()")["status"] == "ok"
