@@ -95,10 +95,10 @@ def test_asking_for_a_widget_outside_a_kernel_warns_and_uses_text():
 
 
 # -- terminal bars, in a real script ---------------------------------------------------------
-def _run_script(body: str) -> subprocess.CompletedProcess:
+def _run_script(body: str, env: dict | None = None) -> subprocess.CompletedProcess:
     script = "import time\nfrom nbpool import WorkerPool\n" + textwrap.dedent(body)
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, env=None if env is None else {**os.environ, **env})
 
 
 def test_terminal_bar_shows_count_and_description_on_stderr():
@@ -346,9 +346,10 @@ def test_bad_progress_settings_fail_before_any_worker_starts(method, settings, e
         assert not pool._engine.running
 
 
-def test_rich_style_without_rich_fails_before_any_worker_starts():
-    if importlib.util.find_spec("rich") is not None:
-        pytest.skip("rich is installed")
+def test_rich_style_without_rich_fails_before_any_worker_starts(monkeypatch):
+    find_spec = importlib.util.find_spec  # rich is installed for the tests: hide it
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "rich" else find_spec(name, *args))
     with WorkerPool(2) as pool:
         with pytest.raises(ImportError, match="progress_bar_style='rich' needs the 'rich'"):
             pool.imap(abs, range(5), progress_bar=True, progress_bar_style="rich")
@@ -394,6 +395,27 @@ def test_rich_bar_leaves_no_thread_and_the_next_pool_still_forks():
     assert proc.returncode == 0, proc.stderr
     assert "threads 1" in proc.stdout and "method fork" in proc.stdout, proc.stdout
     assert "richly" in proc.stderr and "60/60" in proc.stderr, proc.stderr
+
+
+def test_rich_bar_turns_red_and_names_the_error():
+    pytest.importorskip("rich")
+    proc = _run_script("""
+        def bad(x):
+            if x == 5:
+                raise KeyError("missing")
+            return x
+        with WorkerPool(2) as pool:
+            try:
+                pool.map(bad, range(10), progress_bar=True, progress_bar_style="rich",
+                         chunk_size=1)
+            except KeyError:
+                print("caught")
+        """, env={"FORCE_COLOR": "1"})  # rich draws colours into a pipe only when forced
+    assert proc.returncode == 0 and proc.stdout == "caught\n", proc.stderr
+    final = proc.stderr.split("\r")[-1]
+    assert "Error: KeyError: 'missing'" in final, final
+    red_bar = "\x1b[31m\u2501"  # rich draws its bar with heavy horizontal lines
+    assert red_bar in final and red_bar not in proc.stderr.split("Error:")[0], proc.stderr
 
 
 # -- terminal bars: outcomes shown once, the user's description kept ----------------------------

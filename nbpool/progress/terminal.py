@@ -83,3 +83,18 @@ class RichProgress(TerminalProgress):
         console = Console(file=options.get("file") or sys.stderr)
         options["options"] = {"auto_refresh": False, "console": console}
         super().__init__(total, options, None)
+
+    def close(self, outcome: str, message: str = "") -> None:
+        # tqdm's rich bar ignores ``colour``: paint rich's own bar column instead
+        colour = _RICH_OUTCOME_COLOUR.get(outcome)
+        if colour is not None:
+            from rich.progress import BarColumn
+
+            for column in getattr(self.bar, "_prog", None) and self.bar._prog.columns or ():
+                if isinstance(column, BarColumn):
+                    column.complete_style = column.finished_style = colour
+                    column.style = colour
+        super().close(outcome, message)
+
+
+_RICH_OUTCOME_COLOUR = {"error": "red", "interrupted": "yellow"}
