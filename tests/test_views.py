@@ -98,6 +98,37 @@ def test_insights_raw_report_and_html_show_every_figure(capsys):
     assert html.count("<b>Top 5 longest tasks</b>") == 1
 
 
+def sleep_in_init():
+    time.sleep(0.1)
+
+
+def sleep_in_exit():
+    time.sleep(0.15)
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_insights_measure_each_phase(start_method):
+    """The figures, not only their format: each worker's init and exit time covers its
+    worker_init and worker_exit, working time covers its tasks, start-up is counted."""
+    with WorkerPool(2, enable_insights=True, start_method=start_method) as pool:
+        pool.map(pause, [0.05] * 6, chunk_size=1, worker_init=sleep_in_init,
+                 worker_exit=sleep_in_exit)
+        pool.stop_and_join()  # the exit functions have run
+        raw = pool.insights().raw()
+        formatted = pool.get_insights()
+    assert sum(raw["n_completed_tasks"]) == 6, raw
+    assert all(0 < s for s in raw["start_up_time"]), raw["start_up_time"]
+    assert all(s >= 0.1 for s in raw["init_time"]), raw["init_time"]
+    assert all(s >= 0.15 for s in raw["exit_time"]), raw["exit_time"]
+    for worker, tasks in enumerate(raw["n_completed_tasks"]):
+        assert raw["working_time"][worker] >= 0.05 * tasks, raw
+    assert all(s >= 0 for s in raw["waiting_time"]), raw["waiting_time"]
+    assert raw["total_working_time"] >= 0.3 and raw["total_init_time"] >= 0.2
+    # the formatted figures are the same numbers
+    assert formatted["total_init_time"] >= "0:00:00.200", formatted["total_init_time"]
+    assert all(t >= "0:00:00.150" for t in formatted["exit_time"]), formatted["exit_time"]
+
+
 def test_insights_off_say_so(capsys):
     with WorkerPool(2) as pool:
         pool.map(abs, range(4))
@@ -265,6 +296,8 @@ def test_a_restart_after_a_death_shows_in_insights_and_workers(tmp_path):
     assert "1 worker restart (retired or died)" in insights._repr_html_()
     lines = render.workers_text(rows).splitlines()
     assert sorted(line.split(", ")[2] for line in lines) == ["0 restarts", "1 restart"], lines
+    widget_rows = _table(render.workers_html(rows), "nbpool-worker-row")
+    assert sorted(row["restarts"] for row in widget_rows) == ["0", "1"], widget_rows
     assert all(re.search(r", pid \d+, [\d.]+ MB$", line) for line in lines), lines
 
 
