@@ -97,6 +97,12 @@ with WorkerPool(n_jobs=2, daemon=False, pass_worker_id=True) as pool:
                       n_splits=2)
 assert nested == [[y * y for y in range(x, x + 10)] for x in range(6)]
 """,
+    "nested_in_threads": """
+with WorkerPool(n_jobs=2, start_method="threading", pass_worker_id=True) as pool:
+    nested = pool.map(dispatcher, ((range(x, x + 10),) for x in range(4)), iterable_len=4,
+                      n_splits=2, progress_bar=True)
+assert nested == [[y * y for y in range(x, x + 10)] for x in range(4)]
+""",
     "nested_in_apply": """
 with WorkerPool(n_jobs=2, daemon=False) as pool:
     got = [pool.apply_async(dispatcher, (0, range(x, x + 10))) for x in range(2)]
@@ -305,6 +311,16 @@ def test_views_shown_during_an_imap_keep_its_final_state(executed):
     assert insights["text/plain"] == "nbpool insights: 2 workers, 20 tasks completed"
     html = _html(state, insights)
     assert "20 tasks completed" in html and ">restarts</th>" in html
+
+
+def test_nested_bars_of_worker_threads_show_under_the_parent_bar(executed):
+    """Worker threads must not draw widgets themselves: their nested pools' bars go to the
+    thread that runs the cell, as those of worker processes do."""
+    cells, state = executed
+    [data] = _displays(cells["nested_in_threads"])
+    lines = data["text/plain"].splitlines()
+    assert lines == ["100% 4/4 (done)", "  100% 10/10 (done)", "  100% 10/10 (done)"], lines
+    assert len(_bars(state, data)) == 3
 
 
 def test_nested_bars_of_apply_tasks_keep_their_final_text(executed):

@@ -532,10 +532,10 @@ def worker_main(conn, start_data: tuple | ByValue, in_thread: bool = False) -> N
         if not in_thread:
             _prepare_process(setup)
         worker = Worker(conn, stats_block, setup, in_thread)
+        upstream.become_worker(worker.relay if setup.relay else None, in_thread)
         if not in_thread:
             status_cell = worker.base + Field.STATUS
             signal.signal(signal.SIGTERM, _acknowledging_sigterm(worker.row, status_cell))
-            upstream.become_worker(worker.relay if setup.relay else None)
             if setup.relay:
                 output.install(worker.relay)
         worker.run()
