@@ -129,6 +129,13 @@ def hog_memory_at(path, target, x):
     return x
 
 
+def big_result_at(path, target, x):
+    if x == target:
+        stamp(path)
+        return bytearray(200 * 2**20)  # fits under limit_memory; its pickled copy does not
+    return x
+
+
 def failing_init(path):
     stamp(path)
     raise ValueError("worker_init refused to start")
@@ -323,6 +330,11 @@ MAP_FAULTS = [
                  id="task_segfaults"),
     pytest.param(_faulting_at_13(hog_memory_at, worker_init=limit_memory), MemoryError,
                  ["Arg 0: 13"], LIMITS_THE_PROCESS, id="task_runs_into_the_memory_limit"),
+    # the MemoryError has no message: the error must still say it was one
+    pytest.param(_faulting_at_13(big_result_at, worker_init=limit_memory, chunk_size=1),
+                 TaskPicklingError,
+                 ["Arg 0: 13", "the result of task 13 could not be pickled: MemoryError"],
+                 LIMITS_THE_PROCESS, id="result_too_big_to_pickle_under_the_memory_limit"),
     # worker_init and worker_exit
     pytest.param(lambda pool, clock: pool.map(square, range(40),
                                               worker_init=partial(failing_init, clock)),
