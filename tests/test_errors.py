@@ -471,6 +471,21 @@ def test_describe_exception_names_the_type_even_without_a_message():
     assert describe_exception(_BrokenStr()).startswith("_BrokenStr: <_BrokenStr.__str__ failed")
 
 
+def raise_broken_str_on_2(x):
+    if x == 2:
+        raise _BrokenStr()
+    return x
+
+
+@pytest.mark.timeout(HANG_GUARD)
+def test_a_progress_bar_does_not_replace_an_error_whose_str_fails():
+    """The bar's final text describes the error; that must not raise instead of it."""
+    with WorkerPool(n_jobs=2) as pool:
+        with pytest.raises(_BrokenStr):
+            pool.map(raise_broken_str_on_2, range(6), progress_bar=True)
+        _assert_pool_works(pool)
+
+
 # An argument or result whose pickling raises an exception with an empty message (as a
 # MemoryError does): the error must still say why, not end with a bare colon.
 SILENT_PICKLING = [
