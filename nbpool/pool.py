@@ -17,7 +17,7 @@ from .chunking import (WorkMeter, _is_numpy_array, adaptive_sizes, iter_chunks, 
                        resolve_chunk_size)
 from .engine import upstream
 from .engine.core import Engine, Job
-from .engine.errors import RemoteTraceback
+from .engine.errors import RemoteTraceback, describe_exception
 from .engine.mapping import MapRun
 from .engine.protocol import PROGRESS, JobSpec
 from .engine.signals import interrupts_deferred
@@ -369,7 +369,7 @@ class WorkerPool:
             outcome = "interrupted" if interrupted else "error"
             for view in (progress, self._nested_view):
                 if view is not None:
-                    view.close(outcome, f"{type(exc).__name__}: {exc}")
+                    view.close(outcome, describe_exception(exc))
             progress = None
             self._finish_views()
             raise

@@ -58,6 +58,19 @@ def assert_nothing_left(before: set[int], timeout: float = GONE_DEADLINE) -> Non
     assert not left, [(p.pid, p.cmdline()) for p in left]
 
 
+def worker_threads() -> list[threading.Thread]:
+    """The live worker threads of every pool (``start_method='threading'``) in this process."""
+    return [t for t in threading.enumerate() if t.name.startswith("nbpool-Worker-")]
+
+
+def assert_no_worker_threads(timeout: float = GONE_DEADLINE) -> None:
+    """The threading counterpart of ``assert_nothing_left``: no pool's worker thread runs."""
+    deadline = time.monotonic() + timeout
+    while (left := worker_threads()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not left, [t.name for t in left]
+
+
 def wait_dead(proc: psutil.Process, timeout: float = 5.0) -> None:
     """Waits without reaping (psutil's wait() would reap our child behind the pool's back)."""
     deadline = time.monotonic() + timeout

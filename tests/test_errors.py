@@ -22,7 +22,7 @@ import pytest
 
 from nbpool import WorkerPool
 from nbpool.engine.errors import (RemoteTraceback, TaskExitError, TaskPicklingError,
-                                  WorkerDiedError, WorkerStartError)
+                                  WorkerDiedError, WorkerStartError, describe_exception)
 from tasks import square
 
 HANG_GUARD = 30  # seconds; only there so that a hang fails instead of blocking the run
@@ -125,6 +125,24 @@ def identity(x):
 def lock_on_2(x):
     if x == 2:
         return threading.Lock()
+    return x
+
+
+class SilentError(Exception):
+    """Raised with no message, as a ``MemoryError`` is: ``str()`` of it is empty."""
+
+
+class PicklesWithASilentError:
+    def __repr__(self):
+        return "PicklesWithASilentError()"
+
+    def __reduce__(self):
+        raise SilentError()
+
+
+def silent_on_2(x):
+    if x == 2:
+        return PicklesWithASilentError()
     return x
 
 
@@ -438,6 +456,59 @@ def test_unpicklable_result_names_the_task():
         text = _all_text(info.value)
         assert "task 2" in text
         assert "Arg 0: 2" in text
+        _assert_pool_works(pool)
+
+
+class _BrokenStr(Exception):
+    def __str__(self):
+        raise RuntimeError("no text")
+
+
+def test_describe_exception_names_the_type_even_without_a_message():
+    assert describe_exception(ValueError("bad value")) == "ValueError: bad value"
+    assert describe_exception(MemoryError()) == "MemoryError"
+    assert describe_exception(SilentError()) == "SilentError"
+    assert describe_exception(_BrokenStr()).startswith("_BrokenStr: <_BrokenStr.__str__ failed")
+
+
+def raise_broken_str_on_2(x):
+    if x == 2:
+        raise _BrokenStr()
+    return x
+
+
+@pytest.mark.timeout(HANG_GUARD)
+def test_a_progress_bar_does_not_replace_an_error_whose_str_fails():
+    """The bar's final text describes the error; that must not raise instead of it."""
+    with WorkerPool(n_jobs=2) as pool:
+        with pytest.raises(_BrokenStr):
+            pool.map(raise_broken_str_on_2, range(6), progress_bar=True)
+        _assert_pool_works(pool)
+
+
+# An argument or result whose pickling raises an exception with an empty message (as a
+# MemoryError does): the error must still say why, not end with a bare colon.
+SILENT_PICKLING = [
+    pytest.param(lambda pool: pool.map(silent_on_2, range(6)),
+                 "the result of task 2 could not be pickled: SilentError", id="map_result"),
+    pytest.param(lambda pool: pool.apply(silent_on_2, (2,)),
+                 "the result of the task could not be pickled: SilentError", id="apply_result"),
+    pytest.param(lambda pool: pool.map(identity, [0, 1, PicklesWithASilentError(), 3]),
+                 "(Arg 0: PicklesWithASilentError()): SilentError", id="map_argument"),
+    pytest.param(lambda pool: pool.apply(identity, (PicklesWithASilentError(),)),
+                 "the apply task could not be pickled (Arg 0: PicklesWithASilentError()): "
+                 "SilentError", id="apply_argument"),
+]
+
+
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("run, expected", SILENT_PICKLING)
+def test_pickling_error_with_an_empty_message_names_its_type(run, expected):
+    with WorkerPool(n_jobs=2) as pool:
+        with pytest.raises(TaskPicklingError) as info:
+            run(pool)
+        assert expected in str(info.value), str(info.value)
+        assert not str(info.value).rstrip().endswith(":"), str(info.value)
         _assert_pool_works(pool)
 
 

@@ -1,12 +1,19 @@
-"""Faults, with real worker processes under every start method.
+"""Faults, with real worker processes under every start method, and worker threads
+(``start_method='threading'``) where the fault can happen to a thread.
 
 Each fault test checks the same three things:
 1. the parent gets a clear error that names the worker and the task (by its index, or by
    its arguments: ``Arg 0: 13``) within ``ERROR_DEADLINE`` seconds of the fault (the fault
    function stamps ``time.monotonic()``, one clock for every process on Linux, into a file
    just before it strikes);
-2. no process outlives the pool;
+2. no process (and no worker thread) outlives the pool;
 3. the same pool, and a new one, work on the next call.
+
+A worker thread runs in the test's own process: a fault that ends or limits the process
+(SIGKILL, ``os._exit``, a segfault, an ``RLIMIT_AS``) would end or limit pytest itself, and a
+module cannot be missing in a worker that shares the parent's ``sys.modules``. Those tests list
+'threading' as a skipped case, with the reason, so that the report shows what is not tested
+under threads rather than leaving it out in silence.
 """
 
 from __future__ import annotations
@@ -30,8 +37,8 @@ from nbpool import WorkerPool
 from nbpool.engine.errors import (RemoteTraceback, TaskPicklingError, WorkerDiedError,
                                   WorkerStartError)
 from nbpool.engine.stats import Field
-from procs import (all_text, assert_nothing_left, children, pool_processes,
-                   sigkill_when_pid_written, wait_dead)
+from procs import (all_text, assert_no_worker_threads, assert_nothing_left, children,
+                   pool_processes, sigkill_when_pid_written, wait_dead)
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:start_method='fork':RuntimeWarning"),
@@ -42,6 +49,16 @@ METHODS = ["fork", "forkserver", "spawn"]
 ERROR_DEADLINE = 1.0  # seconds from the fault to the error in the parent (the issue's bound)
 HANG_GUARD = 60  # only there so that a hang fails the test instead of blocking the run
 BIG = 4 * 2**20  # bytes; far more than a socket buffer (about 200 KB on Linux)
+# why a fault cannot be made to happen to a worker thread (see the module's docstring)
+KILLS_THE_PROCESS = "the fault ends the worker's process, which under threading is pytest's"
+LIMITS_THE_PROCESS = "an RLIMIT_AS set by a worker thread would limit pytest's own process"
+SHARES_SYS_MODULES = "a worker thread shares the parent's sys.modules: no module is missing"
+
+
+def and_threads(not_for_threads: str | None = None) -> list:
+    """``METHODS`` and 'threading', the latter skipped for ``not_for_threads`` if given."""
+    marks = [pytest.mark.skip(reason=f"threading: {not_for_threads}")] if not_for_threads else []
+    return [*METHODS, pytest.param("threading", marks=marks)]
 
 
 # -- fault functions (module level, so that every start method can import them) ---------------
@@ -112,6 +129,13 @@ def hog_memory_at(path, target, x):
     return x
 
 
+def big_result_at(path, target, x):
+    if x == target:
+        stamp(path)
+        return bytearray(200 * 2**20)  # fits under limit_memory; its pickled copy does not
+    return x
+
+
 def failing_init(path):
     stamp(path)
     raise ValueError("worker_init refused to start")
@@ -175,8 +199,13 @@ def raise_unpicklable_at(path, target, exc_type, x):
     return x
 
 
+# Set by the task in the thread that runs it: a worker process, or a worker thread (in the
+# test's own process, where an environment variable would have leaked to the parent).
+_IN_WORKER = threading.local()
+
+
 def _fail_in_parent():
-    if os.environ.get("NBPOOL_FAULTS_IN_WORKER"):
+    if getattr(_IN_WORKER, "flag", False):
         return "fine"
     raise RuntimeError("this result cannot be rebuilt in the parent")
 
@@ -188,7 +217,7 @@ class ParentCannotLoad:
 
 def unloadable_at(path, target, x):
     if x == target:
-        os.environ["NBPOOL_FAULTS_IN_WORKER"] = "1"
+        _IN_WORKER.flag = True
         stamp(path)
         return ParentCannotLoad()
     return x
@@ -257,9 +286,11 @@ def run_fault(method, expected_type, run, stamp_path, *expected_text, **pool_opt
         _check_error(info.value, elapsed, *expected_text)
         _assert_works(pool)
     assert_nothing_left(before)
+    assert_no_worker_threads()
     with WorkerPool(n_jobs=1, start_method=method) as fresh:
         _assert_works(fresh)
     assert_nothing_left(before)
+    assert_no_worker_threads()
     return info.value
 
 
@@ -271,7 +302,7 @@ def clock(tmp_path) -> str:
 # -- worker deaths ----------------------------------------------------------------------------
 @pytest.mark.startmethod
 @pytest.mark.timeout(HANG_GUARD)
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", and_threads(KILLS_THE_PROCESS))
 def test_sigkill_from_outside_in_the_middle_of_a_map(method, tmp_path, clock):
     """What the OOM killer does: SIGKILL to a busy worker, from another process."""
     pid_file = tmp_path / "pid"
@@ -288,59 +319,69 @@ def _faulting_at_13(fault, **options):
 
 
 # Faults in a map that differ only by the call and the error. A case: what the map runs (given
-# the pool and the clock path), the error type, and the pieces of text the error must contain.
+# the pool and the clock path), the error type, the pieces of text the error must contain, and
+# why the fault cannot happen to a worker thread (None: it runs under threading too).
 MAP_FAULTS = [
     pytest.param(_faulting_at_13(exit_at), WorkerDiedError,
-                 ["exited with code 3", "task 13", "Arg 0: 13"], id="task_calls_os_exit"),
+                 ["exited with code 3", "task 13", "Arg 0: 13"], KILLS_THE_PROCESS,
+                 id="task_calls_os_exit"),
     pytest.param(_faulting_at_13(segfault_at), WorkerDiedError,
-                 ["SIGSEGV", "task 13", "Arg 0: 13"], id="task_segfaults"),
+                 ["SIGSEGV", "task 13", "Arg 0: 13"], KILLS_THE_PROCESS,
+                 id="task_segfaults"),
     pytest.param(_faulting_at_13(hog_memory_at, worker_init=limit_memory), MemoryError,
-                 ["Arg 0: 13"], id="task_runs_into_the_memory_limit"),
+                 ["Arg 0: 13"], LIMITS_THE_PROCESS, id="task_runs_into_the_memory_limit"),
+    # the MemoryError has no message: the error must still say it was one
+    pytest.param(_faulting_at_13(big_result_at, worker_init=limit_memory, chunk_size=1),
+                 TaskPicklingError,
+                 ["Arg 0: 13", "the result of task 13 could not be pickled: MemoryError"],
+                 LIMITS_THE_PROCESS, id="result_too_big_to_pickle_under_the_memory_limit"),
     # worker_init and worker_exit
     pytest.param(lambda pool, clock: pool.map(square, range(40),
                                               worker_init=partial(failing_init, clock)),
                  ValueError, ["worker_init", "refused to start"],
-                 id="exception_in_worker_init"),
+                 None, id="exception_in_worker_init"),
     # not retried (it would die again): a start error that says worker_init
     pytest.param(lambda pool, clock: pool.map(square, range(40),
                                               worker_init=partial(exiting_init, clock),
                                               task_retries=3),
                  WorkerStartError, ["died while running worker_init", "exited with code 4"],
-                 id="worker_init_kills_the_worker"),
+                 KILLS_THE_PROCESS, id="worker_init_kills_the_worker"),
     pytest.param(lambda pool, clock: pool.map(square, range(40),
                                               worker_exit=partial(failing_exit, clock)),
                  ValueError, ["worker_exit", "could not clean up"],
-                 id="exception_in_worker_exit"),
+                 None, id="exception_in_worker_exit"),
     # raised by the map that ran the exit (keep_alive=False)
     pytest.param(lambda pool, clock: pool.map(square, range(40),
                                               worker_exit=partial(exiting_exit, clock)),
                  WorkerDiedError, ["died while running worker_exit", "exited with code 5"],
-                 id="worker_exit_kills_the_worker"),
+                 KILLS_THE_PROCESS, id="worker_exit_kills_the_worker"),
     # big messages
     pytest.param(_faulting_at_13(big_result_or_raise_at, chunk_size=1), ValueError,
                  ["task 13", "Arg 0: 13", "failed among big results"],
-                 id="error_while_big_results_are_on_their_way"),
+                 None, id="error_while_big_results_are_on_their_way"),
     # pickling
     pytest.param(_faulting_at_13(lock_at), TaskPicklingError,
-                 ["task 13", "Arg 0: 13", "could not be pickled"], id="unpicklable_result"),
+                 ["task 13", "Arg 0: 13", "could not be pickled"], None, id="unpicklable_result"),
     pytest.param(_faulting_at_13(unloadable_at, chunk_size=1), TaskPicklingError,
                  ["task 13", "could not be unpickled in the parent", "cannot be rebuilt"],
-                 id="result_that_cannot_be_rebuilt_in_the_parent"),
+                 None, id="result_that_cannot_be_rebuilt_in_the_parent"),
     # an error at once, not a death: retries would fail the same way
     pytest.param(lambda pool, clock: pool.map(square, with_unloadable_at(clock, 13, range(40)),
                                               task_retries=2),
                  TaskPicklingError,
                  ["could not unpickle the arguments of task", "WorkerCannotLoad(13)",
                   "ValueError: WorkerCannotLoad(13) refuses to be rebuilt"],
-                 id="argument_that_cannot_be_rebuilt_in_the_worker"),
+                 None, id="argument_that_cannot_be_rebuilt_in_the_worker"),
 ]
 
 
 @pytest.mark.startmethod
 @pytest.mark.timeout(HANG_GUARD)
-@pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("run, expected_type, expected_text", MAP_FAULTS)
-def test_fault_in_a_map(method, run, expected_type, expected_text, clock):
+@pytest.mark.parametrize("method", [*METHODS, "threading"])
+@pytest.mark.parametrize("run, expected_type, expected_text, not_for_threads", MAP_FAULTS)
+def test_fault_in_a_map(method, run, expected_type, expected_text, not_for_threads, clock):
+    if method == "threading" and not_for_threads:
+        pytest.skip(f"threading: {not_for_threads}")
     run_fault(method, expected_type, partial(run, clock=clock), clock, *expected_text)
 
 
@@ -363,7 +404,7 @@ def test_argument_that_cannot_be_rebuilt_carries_the_workers_exception():
 
 @pytest.mark.startmethod
 @pytest.mark.timeout(HANG_GUARD)
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", and_threads(SHARES_SYS_MODULES))
 def test_function_that_cannot_be_loaded_in_the_worker(method, clock):
     def run(pool):
         _assert_works(pool)  # the workers start before the module exists
@@ -380,7 +421,9 @@ def test_function_that_cannot_be_loaded_in_the_worker(method, clock):
 
 @pytest.mark.startmethod
 @pytest.mark.timeout(HANG_GUARD)
-@pytest.mark.parametrize("method", ["forkserver", "spawn"])  # a forked worker is not sent it
+@pytest.mark.parametrize("method", [  # a forked worker is not sent it
+    "forkserver", "spawn",
+    pytest.param("threading", marks=pytest.mark.skip(reason=f"threading: {SHARES_SYS_MODULES}"))])
 def test_worker_init_that_cannot_be_loaded_in_the_worker(method, clock):
     def run(pool):
         with parent_only_module() as module:
@@ -396,7 +439,7 @@ def test_worker_init_that_cannot_be_loaded_in_the_worker(method, clock):
 # -- unpicklable functions --------------------------------------------------------------------
 @pytest.mark.startmethod
 @pytest.mark.timeout(HANG_GUARD)
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", and_threads())
 def test_unpicklable_function_and_worker_init_are_named(method):
     lock = threading.Lock()
 
@@ -413,7 +456,8 @@ def test_unpicklable_function_and_worker_init_are_named(method):
         assert isinstance(info.value.__cause__, TypeError)
         with pytest.raises(TaskPicklingError, match="the function .*holds_lock could not be"):
             pool.apply(holds_lock, (1,))
-        if method == "fork":  # a forked worker inherits worker_init: nothing is pickled
+        if method in ("fork", "threading"):  # the worker inherits or shares worker_init:
+            # nothing is pickled
             assert pool.map(square, range(3), worker_init=init_holding_lock) == [0, 1, 4]
         else:
             with pytest.raises(TaskPicklingError, match=r"worker_init \(.*init_holding_lock\) "
@@ -426,7 +470,7 @@ def test_unpicklable_function_and_worker_init_are_named(method):
 # -- deaths among fast tasks, which run in batches -------------------------------------------
 @pytest.mark.startmethod
 @pytest.mark.timeout(HANG_GUARD)
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", and_threads(KILLS_THE_PROCESS))
 def test_death_among_many_fast_tasks_names_a_range_then_the_exact_task(method, clock):
     """Default chunking runs fast tasks in batches that record only where they start: the
     error names the batch and how to find the task; a re-run goes task by task and names it."""
@@ -455,7 +499,9 @@ def test_death_among_many_fast_tasks_names_a_range_then_the_exact_task(method, c
 
 # -- a death in worker_exit -------------------------------------------------------------------
 @pytest.mark.timeout(HANG_GUARD)
-@pytest.mark.parametrize("method", ["fork"])  # every method: MAP_FAULTS
+@pytest.mark.parametrize("method", [  # every method: MAP_FAULTS
+    "fork",
+    pytest.param("threading", marks=pytest.mark.skip(reason=f"threading: {KILLS_THE_PROCESS}"))])
 def test_worker_exit_that_kills_the_worker_fails_stop_and_join(method, clock):
     before = children()
     pool = WorkerPool(n_jobs=2, start_method=method)
@@ -475,7 +521,7 @@ def test_worker_exit_that_kills_the_worker_fails_stop_and_join(method, clock):
 # -- big messages -----------------------------------------------------------------------------
 @pytest.mark.startmethod
 @pytest.mark.timeout(HANG_GUARD)
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", and_threads())
 def test_results_and_arguments_larger_than_the_socket_buffer(method):
     before = children()
     blobs = [bytes([i]) * BIG for i in range(8)]
@@ -485,12 +531,13 @@ def test_results_and_arguments_larger_than_the_socket_buffer(method):
         assert all(len(blob) == BIG for _, blob in results)
         _assert_works(pool)
     assert_nothing_left(before)
+    assert_no_worker_threads()
 
 
 # -- pickling ---------------------------------------------------------------------------------
 @pytest.mark.startmethod
 @pytest.mark.timeout(HANG_GUARD)
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", and_threads())
 def test_unpicklable_argument(method, clock):
     def run(pool):
         stamp(clock)  # the fault is in the parent: the clock starts with the call
@@ -502,7 +549,7 @@ def test_unpicklable_argument(method, clock):
 
 @pytest.mark.startmethod
 @pytest.mark.timeout(HANG_GUARD)
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", and_threads())
 @pytest.mark.parametrize("exc_type", [ErrorWithLock, ErrorThatBreaksEverything],
                          ids=lambda t: t.__name__)
 def test_exception_whose_own_pickling_fails(method, exc_type, clock):
@@ -516,7 +563,7 @@ def test_exception_whose_own_pickling_fails(method, exc_type, clock):
 
 @pytest.mark.startmethod
 @pytest.mark.timeout(HANG_GUARD)
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", and_threads(KILLS_THE_PROCESS))
 def test_idle_worker_killed_between_maps_of_a_keep_alive_pool(method):
     """An idle worker that dies (OOM killer) lost no work: the next map must simply run."""
     before = children()

@@ -298,7 +298,7 @@ class Engine:
                 if part is not None:
                     raise errors.TaskPicklingError(
                         f"{part} could not be pickled to start Worker-{worker_id} (start method "
-                        f"{method!r}): {type(exc).__name__}: {errors.safe_str(exc)}") from exc
+                        f"{method!r}): {errors.describe_exception(exc)}") from exc
                 raise
             finally:
                 child_conn.close()
@@ -425,7 +425,8 @@ class Engine:
             except Exception as func_exc:
                 raise errors.unpicklable_function(func, func_exc, "a worker") from func_exc
             raise errors.TaskPicklingError(
-                f"the apply task could not be pickled ({errors.describe_args(args)}): {exc}"
+                f"the apply task could not be pickled ({errors.describe_args(args)}): "
+                f"{errors.describe_exception(exc)}"
             ) from exc
         # no closure over the job: a job -> requeue -> job cycle would keep a dropped pool
         job.requeue = partial(self._requeue_apply, message)
@@ -524,8 +525,8 @@ class Engine:
             elif slot.start_error is not None:
                 cause = slot.start_error
                 text = (f"{who} could not start: it could not unpickle its start data "
-                        f"(shared_objects, worker_init, worker_exit): {type(cause).__name__}: "
-                        f"{errors.safe_str(cause)}")
+                        f"(shared_objects, worker_init, worker_exit): "
+                        f"{errors.describe_exception(cause)}")
             else:
                 text = (f"{who} could not start: {how}. Its error output (stderr) says why; a "
                         "common cause is a module the worker cannot import.")
@@ -635,7 +636,7 @@ class Engine:
             slot.tasks_since_start += item.size
             item.job.fail(errors.TaskPicklingError(
                 f"{who} sent results of {_describe_tasks(item)} that could not be unpickled "
-                f"in the parent: {type(exc).__name__}: {errors.safe_str(exc)}"
+                f"in the parent: {errors.describe_exception(exc)}"
             ))
             self._settle(item)
             self._maybe_retire(slot)
@@ -643,7 +644,7 @@ class Engine:
             slot.exited = True
             self.exit_errors.append(errors.TaskPicklingError(
                 f"{who} returned a worker_exit value that could not be unpickled in the "
-                f"parent: {type(exc).__name__}: {errors.safe_str(exc)}"
+                f"parent: {errors.describe_exception(exc)}"
             ))
 
     def _handle(self, slot: WorkerSlot, message: tuple, lease: Lease | None = None,

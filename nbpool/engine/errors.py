@@ -136,6 +136,13 @@ def safe_str(exc: BaseException) -> str:
         return f"<{type(exc).__name__}.__str__ failed: {str_exc!r}>"
 
 
+def describe_exception(exc: BaseException) -> str:
+    """``'TypeName: message'`` for error messages, or just ``'TypeName'`` when the message is
+    empty (``MemoryError()``: a bare ``{exc}`` would leave nothing after the colon)."""
+    text = safe_str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def task_failure(
     exc: BaseException, worker_id: int, args_text: str, tb_text: str, during: str | None = None
 ) -> BaseException:
@@ -161,7 +168,7 @@ def unpicklable_function(func, exc: BaseException, to: str) -> TaskPicklingError
     (raise it ``from exc``)."""
     return TaskPicklingError(
         f"the function {describe_callable(func)} could not be pickled to send it to {to}: "
-        f"{type(exc).__name__}: {safe_str(exc)}")
+        f"{describe_exception(exc)}")
 
 
 def task_exit_failure(
@@ -193,7 +200,7 @@ def unpickling_failure(what: str, exc: BaseException, worker_id: int, tb_text: s
     rebuilt, becomes the cause."""
     remote_cause(exc, worker_id, f"while unpickling {what}", tb_text)
     headline = headline or f"Worker-{worker_id} could not unpickle {what}"
-    error = TaskPicklingError(f"{headline}: {type(exc).__name__}: {safe_str(exc)}")
+    error = TaskPicklingError(f"{headline}: {describe_exception(exc)}")
     error.__cause__ = exc
     return error
 

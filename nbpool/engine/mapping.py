@@ -193,10 +193,11 @@ class MapRun:
                 text = errors.describe_args(arg, chunk.kind)
                 return errors.TaskPicklingError(
                     f"the arguments of task {chunk.start + offset} could not be pickled to "
-                    f"send them to {worker} ({text}): {arg_exc}"
+                    f"send them to {worker} ({text}): {errors.describe_exception(arg_exc)}"
                 )
         return errors.TaskPicklingError(
-            f"chunk {chunk.index} could not be pickled to send it to {worker}: {exc}"
+            f"chunk {chunk.index} could not be pickled to send it to {worker}: "
+            f"{errors.describe_exception(exc)}"
         )
 
     # -- results -------------------------------------------------------------------------

@@ -219,7 +219,7 @@ class Worker:
             if len(items) > MAX_STATE_KEYS:
                 summary["..."] = f"{len(items) - MAX_STATE_KEYS} more keys"
         except Exception as exc:  # a broken __repr__ must not break the task
-            summary = {"<unavailable>": f"{type(exc).__name__}: {exc}"}
+            summary = {"<unavailable>": errors.describe_exception(exc)}
         if summary != self.state_summary:
             self.state_summary = summary
             self.send((STATE, summary))
@@ -447,7 +447,8 @@ class Worker:
                 exc = value_exc
                 break
         error = errors.TaskPicklingError(
-            f"the result of task {start + bad} could not be pickled: {exc}"
+            f"the result of task {start + bad} could not be pickled: "
+            f"{errors.describe_exception(exc)}"
         )
         args_text = errors.describe_args(self._nth(args, kind, bad), kind)
         return (TASK_ERROR, job_id, chunk_index, self.failure(error, start + bad, args_text))
@@ -475,7 +476,8 @@ class Worker:
         try:
             return self.encode((RESULT, job_id, 0, [value], None, took))
         except Exception as exc:
-            error = errors.TaskPicklingError(f"the result of the task could not be pickled: {exc}")
+            error = errors.TaskPicklingError(
+                f"the result of the task could not be pickled: {errors.describe_exception(exc)}")
             return self.encode(
                 (TASK_ERROR, job_id, 0, self.failure(error, None, errors.describe_args(args))))
 

@@ -7,6 +7,8 @@ The view throttles its redraws, as it does for a map.
 
 from __future__ import annotations
 
+from ..engine.errors import describe_exception
+
 
 class BatchProgress:
     """The tasks submitted inside one ``with pool.progress():`` block, and their bar.
@@ -57,10 +59,10 @@ class BatchProgress:
         if isinstance(exc, KeyboardInterrupt):
             self.view.close("interrupted")
         elif exc is not None:
-            self.view.close("error", f"{type(exc).__name__}: {exc}")
+            self.view.close("error", describe_exception(exc))
         elif self._first_error is not None:
             first = self._first_error
             self.view.close("error", f"{self.failed} of {self.submitted} tasks failed, first: "
-                                     f"{type(first).__name__}: {first}")
+                                     f"{describe_exception(first)}")
         else:
             self.view.close("done")
