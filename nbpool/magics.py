@@ -32,6 +32,7 @@ options: -n/--n-jobs N, --chunk-size K, --unordered, --start-method M, --no-prog
          --insights, -o/--out NAME; '--' ends the options (for an iterable that starts with -)"""
 
 _TOKEN = re.compile(r"\s*(\S+)")
+_WORKER_FRAME = re.compile(r'File "([^"\n]+)", line')  # as the traceback module writes it
 
 
 def split_options(line: str) -> tuple[list[str], str]:
@@ -130,6 +131,7 @@ class PmapMagics(Magics):
         except UsageError:
             raise
         except (Exception, KeyboardInterrupt) as exc:
+            self._name_cells_in_worker_tracebacks(exc)
             _raise_without_nbpool_frames(exc, filename)
         namespace[options.out] = results
         if cell is not None and cellcode.ends_with_semicolon(cell):
@@ -195,12 +197,41 @@ class PmapMagics(Magics):
 
     def _cache_source(self, source: str) -> str:
         """A file name under which tracebacks find the cell's lines ("Cell In[n]")."""
+        number = self._cell_number()
         try:
-            return self.shell.compile.cache(source, self.shell.execution_count, raw_code=source)
+            return self.shell.compile.cache(source, number, raw_code=source)
         except Exception:
-            filename = f"<pmap cell {self.shell.execution_count}>"
+            filename = f"<pmap cell {number}>"
             cellcode.cache_source(filename, source)
             return filename
+
+    def _cell_number(self) -> int:
+        """The n of the running cell's In[n]. IPython 9 counts a cell before running it and
+        IPython 8 after, so ``execution_count`` is one too high in 9; the running cell's
+        result holds the number in both."""
+        result = getattr(self.shell.displayhook, "exec_result", None)
+        number = getattr(result, "execution_count", None)
+        return number if isinstance(number, int) else self.shell.execution_count
+
+    def _name_cells_in_worker_tracebacks(self, exc: BaseException) -> None:
+        """A worker's traceback names a cell by its file ('/tmp/ipykernel_1/2.py'); name it
+        as the notebook's traceback does ('Cell In[3]'), so both point at the same cell."""
+        name_of = getattr(self.shell.compile, "format_code_name", None)
+        if name_of is None:  # an IPython without "Cell In[n]" names
+            return
+
+        def rename(match: re.Match) -> str:
+            label = name_of(match.group(1))
+            return f"{label[0]} {label[1]}, line" if label else match.group(0)
+
+        seen = set()
+        while exc is not None and id(exc) not in seen:
+            seen.add(id(exc))
+            if type(exc).__name__ == "RemoteTraceback" and isinstance(getattr(exc, "text", None),
+                                                                       str):
+                exc.text = _WORKER_FRAME.sub(rename, exc.text)
+                exc.args = (exc.text,)
+            exc = exc.__cause__ or exc.__context__
 
     # -- running ---------------------------------------------------------------------------
     def _run(self, func, iterable, options) -> list:

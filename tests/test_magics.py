@@ -312,6 +312,71 @@ def as_int(v):
 %%pmap -n 0 x in range(3)
 x
 """,
+    "nothing_to_map": """
+%%pmap --no-progress
+x
+""",
+    "bad_out": """
+%%pmap -o 1bad x in range(3)
+x
+""",
+    "line_unknown_option": """
+%pmap --bogus abs [1]
+""",
+    "function_form_error": """
+%%pmap --no-progress -n1 [2, 0]
+def inverse(v):
+    w = v * 2
+    return 1 / w
+""",
+    "line_function": """
+def shrink(v):
+    return v / (v - 3)
+""",
+    "line_error": """
+shrunk = %pmap --no-progress -n1 shrink [1, 3]
+""",
+    "body_import_star": """
+%%pmap -n1 v in [4]
+from math import *
+sqrt(v)
+""",
+    "body_await": """
+%%pmap -n1 v in [0]
+import asyncio
+await asyncio.sleep(0)
+v
+""",
+    "body_return": """
+%%pmap -n1 v in [0, 1]
+if v == 0:
+    return 5
+v
+""",
+    "body_yield": """
+%%pmap -n1 v in [0]
+yield v
+""",
+    "function_form_import_star": """
+%%pmap -n1 [1]
+def star(v):
+    from math import *
+    return v
+""",
+    "unpicklable": """
+import threading
+lock = threading.Lock()
+def locked(v):
+    with lock:
+        return v
+""",
+    "unpicklable_in_body": """
+%%pmap --no-progress -n1 v in [1]
+lock.locked() or v
+""",
+    "unpicklable_in_function": """
+%pmap --no-progress -n1 locked [1]
+""",
 }
 
 
@@ -333,6 +398,18 @@ def _text(cell) -> str:
 
 def _errors(cell) -> list:
     return [o for o in cell.outputs if o["output_type"] == "error"]
+
+
+def _cell_numbers(text: str) -> set[int]:
+    """The n of every "Cell In[n]" a traceback names."""
+    return {int(n) for n in re.findall(r"Cell In\[(\d+)\]", text)}
+
+
+def _number(cells: dict, name: str) -> int:
+    """The execution count of a cell of CELLS: its place in the notebook."""
+    number = cells[name]["execution_count"]
+    assert number == list(CELLS).index(name) + 1, (name, number)
+    return number
 
 
 STARTUP_FILE = "50-nbpool-magics.py"
@@ -402,10 +479,37 @@ def test_an_error_shows_the_workers_traceback_at_the_cells_line(magic_cells, cel
     assert error["ename"] == "ZeroDivisionError"
     text = _text(magic_cells[cell])
     assert f"Arg 0: {argument}" in text
-    assert re.search(r'line 3, in pmap_cell\n\s+1 / y', text), text
+    # the worker's traceback and the notebook's name the cell the user ran, as IPython does
+    number = _number(magic_cells, cell)
+    assert re.search(rf"Cell In\[{number}\], line 3, in pmap_cell\n\s+1 / y", text), text
+    assert _cell_numbers(text) == {number}, text
     # nbpool's frames are hidden: the notebook's traceback ends at the magic line
     assert "magics.py" not in text and "with_traceback" not in text, text
-    assert re.search(r"----> 1 %%pmap [^\n]*\n\s+2 y = ", text), text
+    assert re.search(rf"Cell In\[{number}\], line 1\n----> 1 %%pmap [^\n]*\n\s+2 y = ", text), text
+
+
+@pytest.mark.notebook
+def test_an_error_in_a_cells_function_points_at_its_line(magic_cells):
+    text = _text(magic_cells["function_form_error"])
+    number = _number(magic_cells, "function_form_error")
+    assert "Arg 0: 0" in text, text
+    assert re.search(rf"Cell In\[{number}\], line 4, in inverse\n\s+return 1 / w", text), text
+    assert re.search(rf"Cell In\[{number}\], line 1\n----> 1 %%pmap ", text), text
+    assert _cell_numbers(text) == {number}, text
+    assert "magics.py" not in text, text
+
+
+@pytest.mark.notebook
+def test_an_error_in_a_line_magics_function_points_at_the_functions_line(magic_cells):
+    text = _text(magic_cells["line_error"])
+    defined = _number(magic_cells, "line_function")
+    number = _number(magic_cells, "line_error")
+    assert "Arg 0: 3" in text, text
+    assert re.search(rf"Cell In\[{defined}\], line 2, in shrink\n\s+return v / \(v - 3\)",
+                     text), text
+    assert re.search(rf"Cell In\[{number}\], line 1\n----> 1 %pmap --no-progress", text), text
+    assert _cell_numbers(text) == {defined, number}, text
+    assert "magics.py" not in text, text
 
 
 @pytest.mark.notebook
