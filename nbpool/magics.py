@@ -35,8 +35,9 @@ _TOKEN = re.compile(r"\s*(\S+)")
 _WORKER_FRAME = re.compile(r'File "([^"\n]+)", line')  # as the traceback module writes it
 
 
-def split_options(line: str) -> tuple[list[str], str]:
-    """Leading option tokens, and the rest of the line untouched (it is Python code)."""
+def split_options(line: str, magic: str = "%pmap") -> tuple[list[str], str]:
+    """Leading option tokens, and the rest of the line untouched (it is Python code).
+    Usage errors start with ``magic``, the name the user typed."""
     tokens: list[str] = []
     position = 0
     while True:
@@ -52,13 +53,13 @@ def split_options(line: str) -> tuple[list[str], str]:
             name = name[:2]  # '-n2', '-oname': the value is attached, as argparse allows
         takes_value = _OPTIONS.get(name)
         if takes_value is None:
-            raise UsageError(f"%pmap: unknown option {token!r} (to map over an iterable that "
+            raise UsageError(f"{magic}: unknown option {token!r} (to map over an iterable that "
                              f"starts with '-', end the options with '--')\n{USAGE}")
         tokens.append(token)
         if takes_value and name == token:
             value = _TOKEN.match(line, position)
             if value is None:
-                raise UsageError(f"%pmap: option {token} needs a value\n{USAGE}")
+                raise UsageError(f"{magic}: option {token} needs a value\n{USAGE}")
             tokens.append(value.group(1))
             position = value.end()
 
@@ -112,13 +113,14 @@ class PmapMagics(Magics):
         function (``%pmap f xs``) over an iterable, in parallel worker processes."""
         # IPython leaves this frame out of tracebacks unless the error is raised in it
         __tracebackhide__ = True
-        option_tokens, header = split_options(line)
+        magic = "%pmap" if cell is None else "%%pmap"  # usage errors name the magic used
+        option_tokens, header = split_options(line, magic)
         try:
             options = self.pmap.parser.parse_args(option_tokens)
         except UsageError as exc:
-            raise UsageError(f"%pmap: {exc}\n{USAGE}") from None
+            raise UsageError(f"{magic}: {exc}\n{USAGE}") from None
         if not header:
-            raise UsageError(f"%pmap: nothing to map over\n{USAGE}")
+            raise UsageError(f"{magic}: nothing to map over\n{USAGE}")
         namespace = self.shell.user_ns
         source = f"%pmap {line}" if cell is None else f"%%pmap {line}\n{cell}"
         filename = self._cache_source(source)

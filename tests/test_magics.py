@@ -51,6 +51,11 @@ def test_an_unknown_option_is_a_usage_error():
         split_options("-arr")
     with pytest.raises(UsageError, match="option -n needs a value"):
         split_options("-n")
+    # the message names the magic the user typed
+    with pytest.raises(UsageError, match="^%%pmap: unknown option '--fast'"):
+        split_options("--fast x in xs", "%%pmap")
+    with pytest.raises(UsageError, match="^%pmap: option -o needs a value"):
+        split_options("-o", "%pmap")
 
 
 @pytest.mark.parametrize("tokens, message", [
@@ -569,14 +574,20 @@ def test_double_dash_ends_the_options(magic_cells):
 @pytest.mark.notebook
 def test_a_bad_option_value_is_a_usage_error(magic_cells):
     text = _text(magic_cells["bad_n_jobs"])
-    assert "UsageError: %pmap: argument -n/--n-jobs: n_jobs must be >= 1, got 0" in text, text
+    assert "UsageError: %%pmap: argument -n/--n-jobs: n_jobs must be >= 1, got 0" in text, text
+    text = _text(magic_cells["bad_out"])
+    assert "UsageError: %%pmap: argument -o/--out: expected a variable name, got '1bad'" in text
 
 
 @pytest.mark.notebook
 def test_bad_magic_lines_get_a_usage_message(magic_cells):
     text = _text(magic_cells["unknown_option"])
-    assert "UsageError: %pmap: unknown option '--bogus'" in text and "usage:" in text, text
+    assert "UsageError: %%pmap: unknown option '--bogus'" in text and "usage:" in text, text
     assert "cannot run inside workers" in _text(magic_cells["shell_in_body"])
+    assert "UsageError: %%pmap: nothing to map over" in _text(magic_cells["nothing_to_map"])
+    # the line magic's messages name the line magic
+    text = _text(magic_cells["line_unknown_option"])
+    assert "UsageError: %pmap: unknown option '--bogus'" in text and "usage:" in text, text
 
 
 @pytest.mark.notebook
