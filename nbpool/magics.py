@@ -142,9 +142,13 @@ class PmapMagics(Magics):
 
     # -- turning the input into (function, iterable) -------------------------------------
     def _evaluate(self, source: str, namespace: dict, filename: str,
-                  local_ns: dict | None = None) -> Any:
+                  local_ns: dict | None = None, magic: str = "%%pmap") -> Any:
         # compiled as line 1 of the cell: an error shows the magic line, not nbpool's source
-        return eval(compile(source, filename, "eval"), namespace, local_ns or None)
+        try:
+            code = compile(source, filename, "eval")
+        except SyntaxError as exc:  # parses, but cannot run here: 'await x', for one
+            raise UsageError(f"{magic}: cannot evaluate {source!r}: {exc.msg}") from None
+        return eval(code, namespace, local_ns or None)
 
     def _line_form(self, header: str, namespace: dict, filename: str, local_ns: dict):
         parts = cellcode.split_function_and_iterable(header)
@@ -152,10 +156,10 @@ class PmapMagics(Magics):
             why = cellcode.syntax_problem(header.strip().partition(" ")[2] or header)
             why = f" ({why})" if why else ""
             raise UsageError(f"%pmap: expected 'FUNC ITERABLE', got {header!r}{why}\n{USAGE}")
-        func = self._evaluate(parts[0], namespace, filename, local_ns)
+        func = self._evaluate(parts[0], namespace, filename, local_ns, "%pmap")
         if not callable(func):
             raise UsageError(f"%pmap: {parts[0]!r} is not callable ({type(func).__name__})")
-        return func, self._evaluate(parts[1], namespace, filename, local_ns)
+        return func, self._evaluate(parts[1], namespace, filename, local_ns, "%pmap")
 
     def _cell_form(self, header: str, cell: str, namespace: dict, filename: str, source: str):
         try:
@@ -167,16 +171,25 @@ class PmapMagics(Magics):
         except SyntaxError as exc:
             raise UsageError(f"%%pmap: {cellcode.describe_body_syntax_error(exc)}") from None
         if loop is not None:
+            try:  # the body first: a mistake in it is reported before the iterable runs
+                func = cellcode.loop_body_function(loop, tree, namespace, filename)
+            except SyntaxError as exc:  # parses, but cannot be the body of a function
+                raise UsageError(
+                    f"%%pmap: {cellcode.describe_body_syntax_error(exc, parsing=False)}") from None
             iterable = self._evaluate(loop.iterable, namespace, filename)
-            func = cellcode.loop_body_function(loop, tree, namespace, filename)
             self._warn_if_no_result(tree, filename)
             return cellcode.CellTask(func, filename, source), iterable
         try:
             name = cellcode.single_function_name(tree)
         except cellcode.CellSyntaxError as exc:
             raise UsageError(f"%%pmap: {exc}") from None
+        try:
+            code = compile(tree, filename, "exec")
+        except SyntaxError as exc:  # parses, but Python rejects it ('import *' in the def)
+            raise UsageError(
+                f"%%pmap: {cellcode.describe_body_syntax_error(exc, parsing=False)}") from None
         iterable = self._evaluate(header, namespace, filename)
-        exec(compile(tree, filename, "exec"), namespace)  # defines the function, as a cell would
+        exec(code, namespace)  # defines the function, as a cell would
         return namespace[name], iterable
 
     @staticmethod

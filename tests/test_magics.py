@@ -191,6 +191,28 @@ def test_syntax_errors_point_at_the_cell_line():
         "the cell body does not parse, line 3 of the cell: invalid syntax\n    y = = 2\n        ^")
 
 
+@pytest.mark.parametrize("body, line, message", [
+    ("y = x\nfrom math import *\nsqrt(y)\n", 3, "import * only allowed at module level; "
+     "the body runs as a function in each worker, where 'import *' is not allowed"),
+    ("await g(x)\n", 2, "'await' outside async function; the body runs as an ordinary function"),
+    ("if x:\n    return 1\nx\n", 3, "'return' outside function: an item's result is the value"),
+    ("for i in x:\n    yield i\n", 3, "'yield' outside function: every item's result would be"),
+    ("y = [(yield)]\n", 2, "'yield' outside function"),
+])
+def test_what_parses_but_cannot_be_the_body_of_a_function(body, line, message):
+    with pytest.raises(SyntaxError) as info:
+        cellcode.loop_body_function(cellcode.LoopHeader("x", "xs"), body, {}, "<c>")
+    assert info.value.lineno == line
+    assert cellcode.describe_body_syntax_error(info.value, parsing=False).startswith(
+        f"the cell body cannot run as a task, line {line} of the cell: {message}")
+
+
+def test_return_and_yield_in_a_function_of_the_body_are_its_own():
+    body = "def f(v):\n    return v + 1\ng = lambda: (yield)\nclass C:\n    y = 1\nf(x)\n"
+    func = cellcode.loop_body_function(cellcode.LoopHeader("x", "xs"), body, {}, "<c>")
+    assert func(1) == 2
+
+
 def test_the_function_form_needs_exactly_one_function():
     assert cellcode.single_function_name("import math\ndef f(x):\n    return x\n") == "f"
     with pytest.raises(cellcode.CellSyntaxError, match="defines 2 \\(f, g\\)"):
@@ -588,6 +610,27 @@ def test_bad_magic_lines_get_a_usage_message(magic_cells):
     # the line magic's messages name the line magic
     text = _text(magic_cells["line_unknown_option"])
     assert "UsageError: %pmap: unknown option '--bogus'" in text and "usage:" in text, text
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("cell, problem, caret", [
+    ("body_import_star", "line 2 of the cell: import * only allowed at module level",
+     "    from math import *"),
+    ("body_await", "line 3 of the cell: 'await' outside async function",
+     "    await asyncio.sleep(0)"),
+    ("body_return", "line 3 of the cell: 'return' outside function: an item's result is",
+     "        return 5"),
+    ("body_yield", "line 2 of the cell: 'yield' outside function: every item's result",
+     "    yield v"),
+    ("function_form_import_star", "line 3 of the cell: import * only allowed at module level",
+     "        from math import *"),
+])
+def test_a_body_that_cannot_be_a_function_is_a_usage_error(magic_cells, cell, problem, caret):
+    """Errors that ast.parse lets through but compile (or the body's function) rejects."""
+    text = _text(magic_cells[cell])
+    assert f"UsageError: %%pmap: the cell body cannot run as a task, {problem}" in text, text
+    assert f"\n{caret}\n" in text, text
+    assert not _errors(magic_cells[cell]) and "Traceback" not in text, text
 
 
 @pytest.mark.notebook
