@@ -129,7 +129,7 @@ class PmapMagics(Magics):
                 func, iterable = self._line_form(header, namespace, filename, local_ns or {})
             else:
                 func, iterable = self._cell_form(header, cell, namespace, filename, source)
-            results = self._run(func, iterable, options)
+            results = self._run(func, iterable, options, magic)
         except UsageError:
             raise
         except (Exception, KeyboardInterrupt) as exc:
@@ -249,7 +249,8 @@ class PmapMagics(Magics):
             exc = exc.__cause__ or exc.__context__
 
     # -- running ---------------------------------------------------------------------------
-    def _run(self, func, iterable, options) -> list:
+    def _run(self, func, iterable, options, magic: str) -> list:
+        from .engine.errors import TaskPicklingError
         from .pool import WorkerPool
         from .utils import make_single_arguments
 
@@ -263,11 +264,38 @@ class PmapMagics(Magics):
         with WorkerPool(n_jobs=options.n_jobs, start_method=options.start_method,
                         enable_insights=options.insights) as pool:
             run = pool.map_unordered if options.unordered else pool.map
-            results = run(func, items, iterable_len=length, chunk_size=options.chunk_size,
-                          progress_bar=not options.no_progress)
+            try:
+                results = run(func, items, iterable_len=length, chunk_size=options.chunk_size,
+                              progress_bar=not options.no_progress)
+            except TaskPicklingError:
+                error = _unpicklable_variable_error(func, magic)
+                if error is None:
+                    raise
+                raise error from None  # cloudpickle's frames and the cell's inner function
             if options.insights:
                 pool.show_insights()
         return results
+
+
+def _unpicklable_variable_error(func, magic: str):
+    """A TaskPicklingError naming the notebook variable that kept ``func`` from being sent to
+    the workers, or None if no variable is to blame. Only called once pickling failed: it
+    pickles each variable the function uses once more."""
+    from .engine.errors import TaskPicklingError, safe_str
+    from .engine.serialization import dumps
+
+    in_cell = isinstance(func, cellcode.CellTask)
+    found = cellcode.unpicklable_global(func.func if in_cell else func, dumps)
+    if found is None:
+        return None
+    name, via, exc = found
+    user = "the cell" if in_cell else getattr(func, "__name__", "the function")
+    where = "cell" if in_cell else "function"
+    through = f" (through {via})" if via else ""
+    return TaskPicklingError(
+        f"{magic}: {user} uses the notebook variable {name!r}{through}, which cannot be sent to "
+        f"the workers ({type(exc).__name__}: {safe_str(exc)}). Each worker gets a copy of the "
+        f"notebook variables it uses: create this one inside the {where} instead.")
 
 
 def _raise_without_nbpool_frames(exc: BaseException, filename: str):

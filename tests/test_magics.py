@@ -213,6 +213,24 @@ def test_return_and_yield_in_a_function_of_the_body_are_its_own():
     assert func(1) == 2
 
 
+def test_the_notebook_variable_that_cannot_be_pickled():
+    import threading
+
+    from nbpool.engine.serialization import dumps
+
+    namespace = {"__name__": "__main__", "scale": 2, "lock": threading.Lock()}
+    exec("def locked(v):\n    with lock:\n        return v * scale\n", namespace)
+    header = cellcode.LoopHeader("x", "xs")
+    direct = cellcode.loop_body_function(header, "[lock.locked() for _ in x]\n", namespace, "<c>")
+    name, via, error = cellcode.unpicklable_global(direct, dumps)
+    assert (name, via, type(error)) == ("lock", None, TypeError)
+    through = cellcode.loop_body_function(header, "y = scale\nlocked(x + y)\n", namespace, "<c>")
+    assert cellcode.unpicklable_global(through, dumps)[:2] == ("lock", "locked")
+    fine = cellcode.loop_body_function(header, "x * scale\n", namespace, "<c>")
+    assert cellcode.unpicklable_global(fine, dumps) is None
+    assert cellcode.unpicklable_global(threading.Thread.start, dumps) is None  # not a notebook's
+
+
 def test_the_function_form_needs_exactly_one_function():
     assert cellcode.single_function_name("import math\ndef f(x):\n    return x\n") == "f"
     with pytest.raises(cellcode.CellSyntaxError, match="defines 2 \\(f, g\\)"):
@@ -403,6 +421,10 @@ lock.locked() or v
 """,
     "unpicklable_in_function": """
 %pmap --no-progress -n1 locked [1]
+""",
+    "unpicklable_through_function": """
+%%pmap --no-progress -n1 v in [1]
+locked(v)
 """,
 }
 
@@ -631,6 +653,25 @@ def test_a_body_that_cannot_be_a_function_is_a_usage_error(magic_cells, cell, pr
     assert f"UsageError: %%pmap: the cell body cannot run as a task, {problem}" in text, text
     assert f"\n{caret}\n" in text, text
     assert not _errors(magic_cells[cell]) and "Traceback" not in text, text
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("cell, magic, user", [
+    ("unpicklable_in_body", "%%pmap", "the cell"),
+    ("unpicklable_in_function", "%pmap", "locked"),
+    ("unpicklable_through_function", "%%pmap", "the cell"),
+])
+def test_an_unpicklable_notebook_variable_is_named(magic_cells, cell, magic, user):
+    [error] = _errors(magic_cells[cell])
+    text = _text(magic_cells[cell])
+    assert error["ename"] == "TaskPicklingError", text
+    through = " (through locked)" if cell == "unpicklable_through_function" else ""
+    assert (f"TaskPicklingError: {magic}: {user} uses the notebook variable 'lock'{through}, "
+            "which cannot be sent to the workers (TypeError: cannot pickle '_thread.lock' "
+            "object)") in text, text
+    # neither nbpool's nor cloudpickle's frames, nor the cell's internal function name
+    assert "cloudpickle" not in text and ".py:" not in text and "pmap_cell" not in text, text
+    assert re.search(rf"----> 1 {magic} --no-progress", text), text
 
 
 @pytest.mark.notebook
