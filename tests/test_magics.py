@@ -249,7 +249,8 @@ CELLS = {
 import sys
 print("magic registered:", "pmap" in get_ipython().magics_manager.magics["cell"])
 print("heavy modules imported:",
-      [name for name in ("nbpool.pool", "numpy", "ipywidgets", "tqdm") if name in sys.modules])
+      [name for name in ("nbpool.pool", "nbpool.engine", "numpy", "ipywidgets", "tqdm",
+                         "cloudpickle", "multiprocessing") if name in sys.modules])
 """,
     "names": """
 import math
@@ -682,9 +683,15 @@ def test_chunked_unordered_map_with_insights(magic_cells):
 
 
 @pytest.mark.notebook
-def test_autoload_can_be_turned_off(startup_file, tmp_path):
-    cells = _run_notebook({"check": CELLS["autoloaded"]}, tmp_path, env={"NBPOOL_AUTOLOAD": "0"})
+def test_autoload_can_be_turned_off_and_load_ext_loads_the_magics(startup_file, tmp_path):
+    cells = _run_notebook({
+        "check": CELLS["autoloaded"],
+        "load": "%load_ext nbpool",
+        "use": "r = %pmap --no-progress -n1 abs [-1, -2]\nprint(r)",
+    }, tmp_path, env={"NBPOOL_AUTOLOAD": "0"})
     assert "magic registered: False" in _text(cells["check"])
+    assert not _errors(cells["load"]) and not _errors(cells["use"]), _text(cells["use"])
+    assert "[1, 2]" in _text(cells["use"]), _text(cells["use"])
 
 
 @pytest.mark.notebook
