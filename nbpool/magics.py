@@ -242,9 +242,9 @@ class PmapMagics(Magics):
         seen = set()
         while exc is not None and id(exc) not in seen:
             seen.add(id(exc))
-            if type(exc).__name__ == "RemoteTraceback" and isinstance(getattr(exc, "text", None),
-                                                                       str):
-                exc.text = _WORKER_FRAME.sub(rename, exc.text)
+            text = getattr(exc, "text", None)
+            if type(exc).__name__ == "RemoteTraceback" and isinstance(text, str):
+                exc.text = _WORKER_FRAME.sub(rename, text)
                 exc.args = (exc.text,)
             exc = exc.__cause__ or exc.__context__
 
@@ -271,7 +271,9 @@ class PmapMagics(Magics):
                 error = _unpicklable_variable_error(func, magic)
                 if error is None:
                     raise
-                raise error from None  # cloudpickle's frames and the cell's inner function
+                # from None: the original's message names the cell's inner function, and
+                # its cause holds cloudpickle's frames
+                raise error from None
             if options.insights:
                 pool.show_insights()
         return results
