@@ -90,11 +90,15 @@ def parse_header(text: str) -> LoopHeader | None:
     raise CellSyntaxError(f"cannot parse the magic line: {what}")  # unreachable in practice
 
 
-def describe_body_syntax_error(exc: SyntaxError) -> str:
-    """A SyntaxError of the cell body (from :func:`body_module`) as one message with the line."""
+def describe_body_syntax_error(exc: SyntaxError, parsing: bool = True) -> str:
+    """A SyntaxError of the cell body as one message with the line: from :func:`body_module`
+    (``parsing``), or from turning the parsed body into code (:func:`loop_body_function`)."""
     where = f"line {exc.lineno} of the cell" if exc.lineno else "the cell body"
     text = (exc.text or "").rstrip("\n")
-    message = f"the cell body does not parse, {where}: {exc.msg}"
+    if not text.strip() and exc.lineno and exc.filename:  # compile() of a tree has no text
+        text = linecache.getline(exc.filename, exc.lineno).rstrip("\n")
+    what = "does not parse" if parsing else "cannot run as a task"
+    message = f"the cell body {what}, {where}: {exc.msg}"
     return f"{message}\n{_pointing_at(text, exc.offset or 0)}" if text.strip() else message
 
 
@@ -129,8 +133,14 @@ def body_module(body: str, filename: str) -> ast.Module:
 def loop_body_function(header: LoopHeader, body: str | ast.Module, namespace: dict,
                        filename: str) -> Callable[[Any], Any]:
     """A function of one item that binds ``header.target`` and runs ``body`` (source, or the
-    tree from :func:`body_module`)."""
+    tree from :func:`body_module`).
+
+    Raises SyntaxError, at the line of the cell, for what parses but cannot be the body of a
+    function (``import *``, ``await``) or would silently change what the body means (a
+    ``return`` or ``yield`` of its own).
+    """
     tree = body if isinstance(body, ast.Module) else body_module(body, filename)
+    _reject_return_and_yield(tree, filename)
     statements = list(tree.body)
     if statements and isinstance(statements[-1], ast.Expr):
         last = statements[-1]
@@ -143,9 +153,54 @@ def loop_body_function(header: LoopHeader, body: str | ast.Module, namespace: di
     function.body = [bind] + (statements or [ast.Pass()])
     module = ast.Module(body=[function], type_ignores=[])
     ast.fix_missing_locations(module)
+    try:
+        code = compile(module, filename, "exec")
+    except SyntaxError as exc:
+        hint = next((hint for start, hint in _BODY_HINTS if exc.msg.startswith(start)), None)
+        if hint:
+            exc.msg = f"{exc.msg}; {hint}"
+            exc.args = (exc.msg,) + exc.args[1:]
+        raise
     scope: dict = {}
-    exec(compile(module, filename, "exec"), namespace, scope)
+    exec(code, namespace, scope)
     return scope["pmap_cell"]
+
+
+# why Python rejects these lines in a %%pmap body though it accepts them in a cell
+_NO_AWAIT = "the body runs as an ordinary function in each worker, so it cannot await"
+_BODY_HINTS = [
+    ("import *", "the body runs as a function in each worker, where 'import *' is not "
+                 "allowed: import the names it uses"),
+    ("'await'", _NO_AWAIT),
+    ("'async ", _NO_AWAIT),
+    ("asynchronous comprehension", _NO_AWAIT),
+]
+
+
+def _reject_return_and_yield(tree: ast.Module, filename: str) -> None:
+    """A cell rejects a ``return`` or ``yield`` of its own, but the body's function would not:
+    the item would end early with another result than the last expression's, or every result
+    would be a generator, which cannot leave the worker. Reject them as a cell would."""
+    scopes = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
+    nodes, found = list(tree.body), []
+    while nodes:  # the body's own nodes: a def, lambda or class in it is its own scope
+        node = nodes.pop()
+        if isinstance(node, (ast.Return, ast.Yield, ast.YieldFrom)):
+            found.append(node)
+        elif not isinstance(node, scopes):
+            nodes.extend(ast.iter_child_nodes(node))
+    if not found:
+        return
+    node = min(found, key=lambda node: (node.lineno, node.col_offset))
+    if isinstance(node, ast.Return):
+        why = ("'return' outside function: an item's result is the value of the body's last "
+               "expression; to return early, define a function in the cell and map it with "
+               "'%%pmap ITERABLE'")
+    else:
+        why = ("'yield' outside function: every item's result would be a generator, which "
+               "cannot be sent back from a worker; end the body with a list instead")
+    text = linecache.getline(filename, node.lineno) or None
+    raise SyntaxError(why, (filename, node.lineno, node.col_offset + 1, text))
 
 
 def line_without_result(tree: ast.Module) -> int | None:
@@ -184,6 +239,47 @@ def single_function_name(body: str | ast.Module) -> str:
             f"{len(names)} ({found}). Use '%%pmap TARGET in ITERABLE' to map the cell body instead."
         )
     return names[0]
+
+
+def unpicklable_global(func: Callable, dumps: Callable[[Any], bytes]
+                       ) -> tuple[str, str | None, Exception] | None:
+    """Why a notebook function cannot be pickled, when a notebook variable it uses is to blame:
+    (the variable's name, the notebook function that uses it if not ``func`` itself, the
+    error). None if every variable it uses pickles with ``dumps``.
+
+    Only functions of the notebook (``__main__``) are searched: cloudpickle sends them with the
+    variables they use, while an importable function travels by name.
+    """
+    seen: set[int] = set()
+
+    def search(function, via: str | None):
+        globals_ = getattr(function, "__globals__", None)
+        code = getattr(function, "__code__", None)
+        if globals_ is None or code is None or id(function) in seen \
+                or getattr(function, "__module__", None) != "__main__":
+            return None
+        seen.add(id(function))
+        for name in _global_names(code):
+            if name not in globals_:
+                continue  # a builtin, or an attribute name
+            try:
+                dumps(globals_[name])
+            except Exception as exc:
+                # a notebook function that cannot be pickled: blame what it uses, if it can
+                return search(globals_[name], name) or (name, via, exc)
+        return None
+
+    return search(func, None)
+
+
+def _global_names(code) -> list[str]:
+    """The names a code object and the functions, lambdas and comprehensions in it may read
+    as globals, in order of first use."""
+    names = dict.fromkeys(code.co_names)
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):
+            names.update(dict.fromkeys(_global_names(const)))
+    return list(names)
 
 
 class CellTask:

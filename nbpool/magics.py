@@ -32,10 +32,12 @@ options: -n/--n-jobs N, --chunk-size K, --unordered, --start-method M, --no-prog
          --insights, -o/--out NAME; '--' ends the options (for an iterable that starts with -)"""
 
 _TOKEN = re.compile(r"\s*(\S+)")
+_WORKER_FRAME = re.compile(r'File "([^"\n]+)", line')  # as the traceback module writes it
 
 
-def split_options(line: str) -> tuple[list[str], str]:
-    """Leading option tokens, and the rest of the line untouched (it is Python code)."""
+def split_options(line: str, magic: str = "%pmap") -> tuple[list[str], str]:
+    """Leading option tokens, and the rest of the line untouched (it is Python code).
+    Usage errors start with ``magic``, the name the user typed."""
     tokens: list[str] = []
     position = 0
     while True:
@@ -51,13 +53,13 @@ def split_options(line: str) -> tuple[list[str], str]:
             name = name[:2]  # '-n2', '-oname': the value is attached, as argparse allows
         takes_value = _OPTIONS.get(name)
         if takes_value is None:
-            raise UsageError(f"%pmap: unknown option {token!r} (to map over an iterable that "
+            raise UsageError(f"{magic}: unknown option {token!r} (to map over an iterable that "
                              f"starts with '-', end the options with '--')\n{USAGE}")
         tokens.append(token)
         if takes_value and name == token:
             value = _TOKEN.match(line, position)
             if value is None:
-                raise UsageError(f"%pmap: option {token} needs a value\n{USAGE}")
+                raise UsageError(f"{magic}: option {token} needs a value\n{USAGE}")
             tokens.append(value.group(1))
             position = value.end()
 
@@ -111,13 +113,14 @@ class PmapMagics(Magics):
         function (``%pmap f xs``) over an iterable, in parallel worker processes."""
         # IPython leaves this frame out of tracebacks unless the error is raised in it
         __tracebackhide__ = True
-        option_tokens, header = split_options(line)
+        magic = "%pmap" if cell is None else "%%pmap"  # usage errors name the magic used
+        option_tokens, header = split_options(line, magic)
         try:
             options = self.pmap.parser.parse_args(option_tokens)
         except UsageError as exc:
-            raise UsageError(f"%pmap: {exc}\n{USAGE}") from None
+            raise UsageError(f"{magic}: {exc}\n{USAGE}") from None
         if not header:
-            raise UsageError(f"%pmap: nothing to map over\n{USAGE}")
+            raise UsageError(f"{magic}: nothing to map over\n{USAGE}")
         namespace = self.shell.user_ns
         source = f"%pmap {line}" if cell is None else f"%%pmap {line}\n{cell}"
         filename = self._cache_source(source)
@@ -126,10 +129,11 @@ class PmapMagics(Magics):
                 func, iterable = self._line_form(header, namespace, filename, local_ns or {})
             else:
                 func, iterable = self._cell_form(header, cell, namespace, filename, source)
-            results = self._run(func, iterable, options)
+            results = self._run(func, iterable, options, magic)
         except UsageError:
             raise
         except (Exception, KeyboardInterrupt) as exc:
+            self._name_cells_in_worker_tracebacks(exc)
             _raise_without_nbpool_frames(exc, filename)
         namespace[options.out] = results
         if cell is not None and cellcode.ends_with_semicolon(cell):
@@ -138,9 +142,13 @@ class PmapMagics(Magics):
 
     # -- turning the input into (function, iterable) -------------------------------------
     def _evaluate(self, source: str, namespace: dict, filename: str,
-                  local_ns: dict | None = None) -> Any:
+                  local_ns: dict | None = None, magic: str = "%%pmap") -> Any:
         # compiled as line 1 of the cell: an error shows the magic line, not nbpool's source
-        return eval(compile(source, filename, "eval"), namespace, local_ns or None)
+        try:
+            code = compile(source, filename, "eval")
+        except SyntaxError as exc:  # parses, but cannot run here: 'await x', for one
+            raise UsageError(f"{magic}: cannot evaluate {source!r}: {exc.msg}") from None
+        return eval(code, namespace, local_ns or None)
 
     def _line_form(self, header: str, namespace: dict, filename: str, local_ns: dict):
         parts = cellcode.split_function_and_iterable(header)
@@ -148,10 +156,10 @@ class PmapMagics(Magics):
             why = cellcode.syntax_problem(header.strip().partition(" ")[2] or header)
             why = f" ({why})" if why else ""
             raise UsageError(f"%pmap: expected 'FUNC ITERABLE', got {header!r}{why}\n{USAGE}")
-        func = self._evaluate(parts[0], namespace, filename, local_ns)
+        func = self._evaluate(parts[0], namespace, filename, local_ns, "%pmap")
         if not callable(func):
             raise UsageError(f"%pmap: {parts[0]!r} is not callable ({type(func).__name__})")
-        return func, self._evaluate(parts[1], namespace, filename, local_ns)
+        return func, self._evaluate(parts[1], namespace, filename, local_ns, "%pmap")
 
     def _cell_form(self, header: str, cell: str, namespace: dict, filename: str, source: str):
         try:
@@ -163,16 +171,25 @@ class PmapMagics(Magics):
         except SyntaxError as exc:
             raise UsageError(f"%%pmap: {cellcode.describe_body_syntax_error(exc)}") from None
         if loop is not None:
+            try:  # the body first: a mistake in it is reported before the iterable runs
+                func = cellcode.loop_body_function(loop, tree, namespace, filename)
+            except SyntaxError as exc:  # parses, but cannot be the body of a function
+                raise UsageError(
+                    f"%%pmap: {cellcode.describe_body_syntax_error(exc, parsing=False)}") from None
             iterable = self._evaluate(loop.iterable, namespace, filename)
-            func = cellcode.loop_body_function(loop, tree, namespace, filename)
             self._warn_if_no_result(tree, filename)
             return cellcode.CellTask(func, filename, source), iterable
         try:
             name = cellcode.single_function_name(tree)
         except cellcode.CellSyntaxError as exc:
             raise UsageError(f"%%pmap: {exc}") from None
+        try:
+            code = compile(tree, filename, "exec")
+        except SyntaxError as exc:  # parses, but Python rejects it ('import *' in the def)
+            raise UsageError(
+                f"%%pmap: {cellcode.describe_body_syntax_error(exc, parsing=False)}") from None
         iterable = self._evaluate(header, namespace, filename)
-        exec(compile(tree, filename, "exec"), namespace)  # defines the function, as a cell would
+        exec(code, namespace)  # defines the function, as a cell would
         return namespace[name], iterable
 
     @staticmethod
@@ -195,15 +212,45 @@ class PmapMagics(Magics):
 
     def _cache_source(self, source: str) -> str:
         """A file name under which tracebacks find the cell's lines ("Cell In[n]")."""
+        number = self._cell_number()
         try:
-            return self.shell.compile.cache(source, self.shell.execution_count, raw_code=source)
+            return self.shell.compile.cache(source, number, raw_code=source)
         except Exception:
-            filename = f"<pmap cell {self.shell.execution_count}>"
+            filename = f"<pmap cell {number}>"
             cellcode.cache_source(filename, source)
             return filename
 
+    def _cell_number(self) -> int:
+        """The n of the running cell's In[n]. IPython 9 counts a cell before running it and
+        IPython 8 after, so ``execution_count`` is one too high in 9; the running cell's
+        result holds the number in both."""
+        result = getattr(self.shell.displayhook, "exec_result", None)
+        number = getattr(result, "execution_count", None)
+        return number if isinstance(number, int) else self.shell.execution_count
+
+    def _name_cells_in_worker_tracebacks(self, exc: BaseException) -> None:
+        """A worker's traceback names a cell by its file ('/tmp/ipykernel_1/2.py'); name it
+        as the notebook's traceback does ('Cell In[3]'), so both point at the same cell."""
+        name_of = getattr(self.shell.compile, "format_code_name", None)
+        if name_of is None:  # an IPython without "Cell In[n]" names
+            return
+
+        def rename(match: re.Match) -> str:
+            label = name_of(match.group(1))
+            return f"{label[0]} {label[1]}, line" if label else match.group(0)
+
+        seen = set()
+        while exc is not None and id(exc) not in seen:
+            seen.add(id(exc))
+            text = getattr(exc, "text", None)
+            if type(exc).__name__ == "RemoteTraceback" and isinstance(text, str):
+                exc.text = _WORKER_FRAME.sub(rename, text)
+                exc.args = (exc.text,)
+            exc = exc.__cause__ or exc.__context__
+
     # -- running ---------------------------------------------------------------------------
-    def _run(self, func, iterable, options) -> list:
+    def _run(self, func, iterable, options, magic: str) -> list:
+        from .engine.errors import TaskPicklingError
         from .pool import WorkerPool
         from .utils import make_single_arguments
 
@@ -217,11 +264,40 @@ class PmapMagics(Magics):
         with WorkerPool(n_jobs=options.n_jobs, start_method=options.start_method,
                         enable_insights=options.insights) as pool:
             run = pool.map_unordered if options.unordered else pool.map
-            results = run(func, items, iterable_len=length, chunk_size=options.chunk_size,
-                          progress_bar=not options.no_progress)
+            try:
+                results = run(func, items, iterable_len=length, chunk_size=options.chunk_size,
+                              progress_bar=not options.no_progress)
+            except TaskPicklingError:
+                error = _unpicklable_variable_error(func, magic)
+                if error is None:
+                    raise
+                # from None: the original's message names the cell's inner function, and
+                # its cause holds cloudpickle's frames
+                raise error from None
             if options.insights:
                 pool.show_insights()
         return results
+
+
+def _unpicklable_variable_error(func, magic: str):
+    """A TaskPicklingError naming the notebook variable that kept ``func`` from being sent to
+    the workers, or None if no variable is to blame. Only called once pickling failed: it
+    pickles each variable the function uses once more."""
+    from .engine.errors import TaskPicklingError, safe_str
+    from .engine.serialization import dumps
+
+    in_cell = isinstance(func, cellcode.CellTask)
+    found = cellcode.unpicklable_global(func.func if in_cell else func, dumps)
+    if found is None:
+        return None
+    name, via, exc = found
+    user = "the cell" if in_cell else getattr(func, "__name__", "the function")
+    where = "cell" if in_cell else "function"
+    through = f" (through {via})" if via else ""
+    return TaskPicklingError(
+        f"{magic}: {user} uses the notebook variable {name!r}{through}, which cannot be sent to "
+        f"the workers ({type(exc).__name__}: {safe_str(exc)}). Each worker gets a copy of the "
+        f"notebook variables it uses: create this one inside the {where} instead.")
 
 
 def _raise_without_nbpool_frames(exc: BaseException, filename: str):

@@ -51,6 +51,11 @@ def test_an_unknown_option_is_a_usage_error():
         split_options("-arr")
     with pytest.raises(UsageError, match="option -n needs a value"):
         split_options("-n")
+    # the message names the magic the user typed
+    with pytest.raises(UsageError, match="^%%pmap: unknown option '--fast'"):
+        split_options("--fast x in xs", "%%pmap")
+    with pytest.raises(UsageError, match="^%pmap: option -o needs a value"):
+        split_options("-o", "%pmap")
 
 
 @pytest.mark.parametrize("tokens, message", [
@@ -186,6 +191,46 @@ def test_syntax_errors_point_at_the_cell_line():
         "the cell body does not parse, line 3 of the cell: invalid syntax\n    y = = 2\n        ^")
 
 
+@pytest.mark.parametrize("body, line, message", [
+    ("y = x\nfrom math import *\nsqrt(y)\n", 3, "import * only allowed at module level; "
+     "the body runs as a function in each worker, where 'import *' is not allowed"),
+    ("await g(x)\n", 2, "'await' outside async function; the body runs as an ordinary function"),
+    ("if x:\n    return 1\nx\n", 3, "'return' outside function: an item's result is the value"),
+    ("for i in x:\n    yield i\n", 3, "'yield' outside function: every item's result would be"),
+    ("y = [(yield)]\n", 2, "'yield' outside function"),
+])
+def test_what_parses_but_cannot_be_the_body_of_a_function(body, line, message):
+    with pytest.raises(SyntaxError) as info:
+        cellcode.loop_body_function(cellcode.LoopHeader("x", "xs"), body, {}, "<c>")
+    assert info.value.lineno == line
+    assert cellcode.describe_body_syntax_error(info.value, parsing=False).startswith(
+        f"the cell body cannot run as a task, line {line} of the cell: {message}")
+
+
+def test_return_and_yield_in_a_function_of_the_body_are_its_own():
+    body = "def f(v):\n    return v + 1\ng = lambda: (yield)\nclass C:\n    y = 1\nf(x)\n"
+    func = cellcode.loop_body_function(cellcode.LoopHeader("x", "xs"), body, {}, "<c>")
+    assert func(1) == 2
+
+
+def test_the_notebook_variable_that_cannot_be_pickled():
+    import threading
+
+    from nbpool.engine.serialization import dumps
+
+    namespace = {"__name__": "__main__", "scale": 2, "lock": threading.Lock()}
+    exec("def locked(v):\n    with lock:\n        return v * scale\n", namespace)
+    header = cellcode.LoopHeader("x", "xs")
+    direct = cellcode.loop_body_function(header, "[lock.locked() for _ in x]\n", namespace, "<c>")
+    name, via, error = cellcode.unpicklable_global(direct, dumps)
+    assert (name, via, type(error)) == ("lock", None, TypeError)
+    through = cellcode.loop_body_function(header, "y = scale\nlocked(x + y)\n", namespace, "<c>")
+    assert cellcode.unpicklable_global(through, dumps)[:2] == ("lock", "locked")
+    fine = cellcode.loop_body_function(header, "x * scale\n", namespace, "<c>")
+    assert cellcode.unpicklable_global(fine, dumps) is None
+    assert cellcode.unpicklable_global(threading.Thread.start, dumps) is None  # not a notebook's
+
+
 def test_the_function_form_needs_exactly_one_function():
     assert cellcode.single_function_name("import math\ndef f(x):\n    return x\n") == "f"
     with pytest.raises(cellcode.CellSyntaxError, match="defines 2 \\(f, g\\)"):
@@ -204,7 +249,8 @@ CELLS = {
 import sys
 print("magic registered:", "pmap" in get_ipython().magics_manager.magics["cell"])
 print("heavy modules imported:",
-      [name for name in ("nbpool.pool", "numpy", "ipywidgets", "tqdm") if name in sys.modules])
+      [name for name in ("nbpool.pool", "nbpool.engine", "numpy", "ipywidgets", "tqdm",
+                         "cloudpickle", "multiprocessing") if name in sys.modules])
 """,
     "names": """
 import math
@@ -312,6 +358,75 @@ def as_int(v):
 %%pmap -n 0 x in range(3)
 x
 """,
+    "nothing_to_map": """
+%%pmap --no-progress
+x
+""",
+    "bad_out": """
+%%pmap -o 1bad x in range(3)
+x
+""",
+    "line_unknown_option": """
+%pmap --bogus abs [1]
+""",
+    "function_form_error": """
+%%pmap --no-progress -n1 [2, 0]
+def inverse(v):
+    w = v * 2
+    return 1 / w
+""",
+    "line_function": """
+def shrink(v):
+    return v / (v - 3)
+""",
+    "line_error": """
+shrunk = %pmap --no-progress -n1 shrink [1, 3]
+""",
+    "body_import_star": """
+%%pmap -n1 v in [4]
+from math import *
+sqrt(v)
+""",
+    "body_await": """
+%%pmap -n1 v in [0]
+import asyncio
+await asyncio.sleep(0)
+v
+""",
+    "body_return": """
+%%pmap -n1 v in [0, 1]
+if v == 0:
+    return 5
+v
+""",
+    "body_yield": """
+%%pmap -n1 v in [0]
+yield v
+""",
+    "function_form_import_star": """
+%%pmap -n1 [1]
+def star(v):
+    from math import *
+    return v
+""",
+    "unpicklable": """
+import threading
+lock = threading.Lock()
+def locked(v):
+    with lock:
+        return v
+""",
+    "unpicklable_in_body": """
+%%pmap --no-progress -n1 v in [1]
+lock.locked() or v
+""",
+    "unpicklable_in_function": """
+%pmap --no-progress -n1 locked [1]
+""",
+    "unpicklable_through_function": """
+%%pmap --no-progress -n1 v in [1]
+locked(v)
+""",
 }
 
 
@@ -333,6 +448,18 @@ def _text(cell) -> str:
 
 def _errors(cell) -> list:
     return [o for o in cell.outputs if o["output_type"] == "error"]
+
+
+def _cell_numbers(text: str) -> set[int]:
+    """The n of every "Cell In[n]" a traceback names."""
+    return {int(n) for n in re.findall(r"Cell In\[(\d+)\]", text)}
+
+
+def _number(cells: dict, name: str) -> int:
+    """The execution count of a cell of CELLS: its place in the notebook."""
+    number = cells[name]["execution_count"]
+    assert number == list(CELLS).index(name) + 1, (name, number)
+    return number
 
 
 STARTUP_FILE = "50-nbpool-magics.py"
@@ -402,10 +529,37 @@ def test_an_error_shows_the_workers_traceback_at_the_cells_line(magic_cells, cel
     assert error["ename"] == "ZeroDivisionError"
     text = _text(magic_cells[cell])
     assert f"Arg 0: {argument}" in text
-    assert re.search(r'line 3, in pmap_cell\n\s+1 / y', text), text
+    # the worker's traceback and the notebook's name the cell the user ran, as IPython does
+    number = _number(magic_cells, cell)
+    assert re.search(rf"Cell In\[{number}\], line 3, in pmap_cell\n\s+1 / y", text), text
+    assert _cell_numbers(text) == {number}, text
     # nbpool's frames are hidden: the notebook's traceback ends at the magic line
     assert "magics.py" not in text and "with_traceback" not in text, text
-    assert re.search(r"----> 1 %%pmap [^\n]*\n\s+2 y = ", text), text
+    assert re.search(rf"Cell In\[{number}\], line 1\n----> 1 %%pmap [^\n]*\n\s+2 y = ", text), text
+
+
+@pytest.mark.notebook
+def test_an_error_in_a_cells_function_points_at_its_line(magic_cells):
+    text = _text(magic_cells["function_form_error"])
+    number = _number(magic_cells, "function_form_error")
+    assert "Arg 0: 0" in text, text
+    assert re.search(rf"Cell In\[{number}\], line 4, in inverse\n\s+return 1 / w", text), text
+    assert re.search(rf"Cell In\[{number}\], line 1\n----> 1 %%pmap ", text), text
+    assert _cell_numbers(text) == {number}, text
+    assert "magics.py" not in text, text
+
+
+@pytest.mark.notebook
+def test_an_error_in_a_line_magics_function_points_at_the_functions_line(magic_cells):
+    text = _text(magic_cells["line_error"])
+    defined = _number(magic_cells, "line_function")
+    number = _number(magic_cells, "line_error")
+    assert "Arg 0: 3" in text, text
+    assert re.search(rf"Cell In\[{defined}\], line 2, in shrink\n\s+return v / \(v - 3\)",
+                     text), text
+    assert re.search(rf"Cell In\[{number}\], line 1\n----> 1 %pmap --no-progress", text), text
+    assert _cell_numbers(text) == {defined, number}, text
+    assert "magics.py" not in text, text
 
 
 @pytest.mark.notebook
@@ -465,14 +619,60 @@ def test_double_dash_ends_the_options(magic_cells):
 @pytest.mark.notebook
 def test_a_bad_option_value_is_a_usage_error(magic_cells):
     text = _text(magic_cells["bad_n_jobs"])
-    assert "UsageError: %pmap: argument -n/--n-jobs: n_jobs must be >= 1, got 0" in text, text
+    assert "UsageError: %%pmap: argument -n/--n-jobs: n_jobs must be >= 1, got 0" in text, text
+    text = _text(magic_cells["bad_out"])
+    assert "UsageError: %%pmap: argument -o/--out: expected a variable name, got '1bad'" in text
 
 
 @pytest.mark.notebook
 def test_bad_magic_lines_get_a_usage_message(magic_cells):
     text = _text(magic_cells["unknown_option"])
-    assert "UsageError: %pmap: unknown option '--bogus'" in text and "usage:" in text, text
+    assert "UsageError: %%pmap: unknown option '--bogus'" in text and "usage:" in text, text
     assert "cannot run inside workers" in _text(magic_cells["shell_in_body"])
+    assert "UsageError: %%pmap: nothing to map over" in _text(magic_cells["nothing_to_map"])
+    # the line magic's messages name the line magic
+    text = _text(magic_cells["line_unknown_option"])
+    assert "UsageError: %pmap: unknown option '--bogus'" in text and "usage:" in text, text
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("cell, problem, caret", [
+    ("body_import_star", "line 2 of the cell: import * only allowed at module level",
+     "    from math import *"),
+    ("body_await", "line 3 of the cell: 'await' outside async function",
+     "    await asyncio.sleep(0)"),
+    ("body_return", "line 3 of the cell: 'return' outside function: an item's result is",
+     "        return 5"),
+    ("body_yield", "line 2 of the cell: 'yield' outside function: every item's result",
+     "    yield v"),
+    ("function_form_import_star", "line 3 of the cell: import * only allowed at module level",
+     "        from math import *"),
+])
+def test_a_body_that_cannot_be_a_function_is_a_usage_error(magic_cells, cell, problem, caret):
+    """Errors that ast.parse lets through but compile (or the body's function) rejects."""
+    text = _text(magic_cells[cell])
+    assert f"UsageError: %%pmap: the cell body cannot run as a task, {problem}" in text, text
+    assert f"\n{caret}\n" in text, text
+    assert not _errors(magic_cells[cell]) and "Traceback" not in text, text
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("cell, magic, user", [
+    ("unpicklable_in_body", "%%pmap", "the cell"),
+    ("unpicklable_in_function", "%pmap", "locked"),
+    ("unpicklable_through_function", "%%pmap", "the cell"),
+])
+def test_an_unpicklable_notebook_variable_is_named(magic_cells, cell, magic, user):
+    [error] = _errors(magic_cells[cell])
+    text = _text(magic_cells[cell])
+    assert error["ename"] == "TaskPicklingError", text
+    through = " (through locked)" if cell == "unpicklable_through_function" else ""
+    assert (f"TaskPicklingError: {magic}: {user} uses the notebook variable 'lock'{through}, "
+            "which cannot be sent to the workers (TypeError: cannot pickle '_thread.lock' "
+            "object)") in text, text
+    # neither nbpool's nor cloudpickle's frames, nor the cell's internal function name
+    assert "cloudpickle" not in text and ".py:" not in text and "pmap_cell" not in text, text
+    assert re.search(rf"----> 1 {magic} --no-progress", text), text
 
 
 @pytest.mark.notebook
@@ -483,9 +683,15 @@ def test_chunked_unordered_map_with_insights(magic_cells):
 
 
 @pytest.mark.notebook
-def test_autoload_can_be_turned_off(startup_file, tmp_path):
-    cells = _run_notebook({"check": CELLS["autoloaded"]}, tmp_path, env={"NBPOOL_AUTOLOAD": "0"})
+def test_autoload_can_be_turned_off_and_load_ext_loads_the_magics(startup_file, tmp_path):
+    cells = _run_notebook({
+        "check": CELLS["autoloaded"],
+        "load": "%load_ext nbpool",
+        "use": "r = %pmap --no-progress -n1 abs [-1, -2]\nprint(r)",
+    }, tmp_path, env={"NBPOOL_AUTOLOAD": "0"})
     assert "magic registered: False" in _text(cells["check"])
+    assert not _errors(cells["load"]) and not _errors(cells["use"]), _text(cells["use"])
+    assert "[1, 2]" in _text(cells["use"]), _text(cells["use"])
 
 
 @pytest.mark.notebook
