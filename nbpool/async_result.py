@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+from . import frontend
+
 _PENDING = object()
 
 
@@ -32,6 +34,7 @@ class AsyncResult:
     def _set_error(self, exc: BaseException) -> None:
         if self._value is not _PENDING or self._error is not None:
             return
+        frontend.name_cells_in_worker_tracebacks(exc)
         self._error = exc
         self._pool._apply_done(self)
         if self._error_callback is not None:

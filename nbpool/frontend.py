@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import re
 import sys
 
 from .engine import upstream
@@ -82,3 +83,32 @@ def _environment_at_start() -> frozenset[str]:
 def _ipywidgets_installed() -> bool:
     """Looked up once: find_spec searches sys.path, and nested progress asks ~10 times a second."""
     return importlib.util.find_spec("ipywidgets") is not None
+
+
+_WORKER_FRAME = re.compile(r'File "([^"\n]+)", line')  # as the traceback module writes it
+
+
+def name_cells_in_worker_tracebacks(exc: BaseException | None) -> None:
+    """A worker's traceback names a notebook cell by its file ('/tmp/ipykernel_1/2.py'); in a
+    kernel, name it as the notebook's own traceback does ('Cell In[3]'), so that both point
+    at the same cell. Works on ``exc`` and the exceptions chained to it."""
+    if exc is None or not in_kernel():
+        return
+    from IPython import get_ipython
+
+    name_of = getattr(get_ipython().compile, "format_code_name", None)
+    if name_of is None:  # an IPython without "Cell In[n]" names
+        return
+
+    def rename(match: re.Match) -> str:
+        label = name_of(match.group(1))
+        return f"{label[0]} {label[1]}, line" if label else match.group(0)
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = getattr(exc, "text", None)
+        if type(exc).__name__ == "RemoteTraceback" and isinstance(text, str):
+            exc.text = _WORKER_FRAME.sub(rename, text)
+            exc.args = (exc.text,)
+        exc = exc.__cause__ or exc.__context__

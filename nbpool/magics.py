@@ -32,7 +32,6 @@ options: -n/--n-jobs N, --chunk-size K, --unordered, --start-method M, --no-prog
          --insights, -o/--out NAME; '--' ends the options (for an iterable that starts with -)"""
 
 _TOKEN = re.compile(r"\s*(\S+)")
-_WORKER_FRAME = re.compile(r'File "([^"\n]+)", line')  # as the traceback module writes it
 
 
 def split_options(line: str, magic: str = "%pmap") -> tuple[list[str], str]:
@@ -133,7 +132,6 @@ class PmapMagics(Magics):
         except UsageError:
             raise
         except (Exception, KeyboardInterrupt) as exc:
-            self._name_cells_in_worker_tracebacks(exc)
             _raise_without_nbpool_frames(exc, filename)
         namespace[options.out] = results
         if cell is not None and cellcode.ends_with_semicolon(cell):
@@ -227,26 +225,6 @@ class PmapMagics(Magics):
         result = getattr(self.shell.displayhook, "exec_result", None)
         number = getattr(result, "execution_count", None)
         return number if isinstance(number, int) else self.shell.execution_count
-
-    def _name_cells_in_worker_tracebacks(self, exc: BaseException) -> None:
-        """A worker's traceback names a cell by its file ('/tmp/ipykernel_1/2.py'); name it
-        as the notebook's traceback does ('Cell In[3]'), so both point at the same cell."""
-        name_of = getattr(self.shell.compile, "format_code_name", None)
-        if name_of is None:  # an IPython without "Cell In[n]" names
-            return
-
-        def rename(match: re.Match) -> str:
-            label = name_of(match.group(1))
-            return f"{label[0]} {label[1]}, line" if label else match.group(0)
-
-        seen = set()
-        while exc is not None and id(exc) not in seen:
-            seen.add(id(exc))
-            text = getattr(exc, "text", None)
-            if type(exc).__name__ == "RemoteTraceback" and isinstance(text, str):
-                exc.text = _WORKER_FRAME.sub(rename, text)
-                exc.args = (exc.text,)
-            exc = exc.__cause__ or exc.__context__
 
     # -- running ---------------------------------------------------------------------------
     def _run(self, func, iterable, options, magic: str) -> list:

@@ -361,6 +361,7 @@ class WorkerPool:
                     progress.set_total(done)
                 progress.update(done)
         except BaseException as exc:
+            frontend.name_cells_in_worker_tracebacks(exc)
             if progress is not None:
                 progress.update(engine.tasks_done() - baseline)
             engine.terminate()

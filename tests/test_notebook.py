@@ -76,3 +76,34 @@ def test_notebook_runs_every_start_method(current_python_kernel, tmp_path):
     assert printed.get("forkserver") == "forkserver", printed
     assert printed.get("default") in {"forkserver", "spawn"}, printed
     assert printed["default"] != "fork"
+
+
+@pytest.mark.timeout(240)
+def test_worker_tracebacks_name_the_cell_as_the_notebook_does(tmp_path):
+    """A worker's traceback names the cell ('Cell In[2], line 3'), not the kernel's temporary
+    file, for map errors (caught and uncaught) and apply errors, under spawn too."""
+    from kernel_helpers import run_cells
+
+    cells, _ = run_cells({
+        "setup": "from nbpool import WorkerPool",
+        "define": "def check(x):\n    if x == 3:\n        raise ValueError(f'bad {x}')\n"
+                  "    return x",
+        "caught": "try:\n"
+                  "    with WorkerPool(2, start_method='spawn') as pool:\n"
+                  "        pool.map(check, range(6))\n"
+                  "except ValueError as exc:\n"
+                  "    print(exc.__cause__)",
+        "apply": "with WorkerPool(2) as pool:\n"
+                 "    try:\n"
+                 "        pool.apply(check, (3,))\n"
+                 "    except ValueError as exc:\n"
+                 "        print(exc.__cause__)",
+        "uncaught": "with WorkerPool(2) as pool:\n    pool.map(check, range(6))",
+    }, tmp_path, allow_errors=True)
+    for name in ("caught", "apply"):
+        text = "".join(o.get("text", "") for o in cells[name].outputs)
+        assert 'Cell In[2], line 3, in check\n    raise ValueError' in text, text
+        assert "ipykernel_" not in text, text
+    [error] = [o for o in cells["uncaught"].outputs if o["output_type"] == "error"]
+    shown = "\n".join(error["traceback"])
+    assert "Cell In[2], line 3, in check" in shown and "ipykernel_" not in shown, shown
