@@ -7,12 +7,14 @@ that drives the loop, right after the result arrives.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Callable
 
 from . import frontend
 
 _PENDING = object()
+_log = logging.getLogger("nbpool")
 
 
 class AsyncResult:
@@ -29,7 +31,7 @@ class AsyncResult:
         self._value = results[0]
         self._pool._apply_done(self)
         if self._callback is not None:
-            self._callback(self._value)
+            self._run_callback(self._callback, self._value)
 
     def _set_error(self, exc: BaseException) -> None:
         if self._value is not _PENDING or self._error is not None:
@@ -38,7 +40,18 @@ class AsyncResult:
         self._error = exc
         self._pool._apply_done(self)
         if self._error_callback is not None:
-            self._error_callback(exc)
+            self._run_callback(self._error_callback, exc)
+
+    def _run_callback(self, callback: Callable, value: Any) -> None:
+        """A callback runs in whatever call drives the pool (``get`` of another result, the
+        next ``apply_async``, a map): its exception would come out of that call and lose what
+        that call was doing. So it is logged, as concurrent.futures does, and the pool goes on."""
+        try:
+            callback(value)
+        except Exception:
+            _log.exception("exception in the %s of apply_async task %s",
+                           "error_callback" if callback is self._error_callback else "callback",
+                           self.job_id)
 
     def _done(self) -> bool:
         return self._value is not _PENDING or self._error is not None

@@ -624,6 +624,32 @@ def test_apply_async_callbacks():
     assert type(errors[0]) is ValueError
 
 
+def _failing_callback(value):
+    raise RuntimeError(f"callback failed on {value!r}")
+
+
+@pytest.mark.parametrize("start_method", ["fork", "threading"])
+def test_a_failing_callback_is_logged_and_breaks_nothing(caplog, start_method):
+    """Callbacks run in whatever call drives the pool: their errors must not come out of the
+    next apply_async or another result's get, nor lose that call's work."""
+    with WorkerPool(n_jobs=2, start_method=start_method) as pool:
+        first = pool.apply_async(_add, (1, 2), callback=_failing_callback)
+        failed = pool.apply_async(_raise_value_error, ("boom",),
+                                  error_callback=_failing_callback)
+        second = pool.apply_async(_add, (3, 4))
+        assert second.get(timeout=30) == 7
+        assert first.get(timeout=30) == 3 and first.successful()
+        with pytest.raises(ValueError, match="boom"):
+            failed.get(timeout=30)
+        assert pool.map(_add, [(1, 1), (2, 2)]) == [2, 4]
+    messages = [r.getMessage() for r in caplog.records if r.name == "nbpool"]
+    assert sorted(messages) == sorted([
+        f"exception in the callback of apply_async task {first.job_id}",
+        f"exception in the error_callback of apply_async task {failed.job_id}"]), messages
+    assert all(r.exc_info and "callback failed on" in str(r.exc_info[1])
+               for r in caplog.records if r.name == "nbpool")
+
+
 def test_apply_exceptions_keep_their_type():
     with WorkerPool(n_jobs=1) as pool:
         with pytest.raises(CustomError, match="custom") as info:

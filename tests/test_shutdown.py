@@ -163,3 +163,29 @@ def test_terminating_a_worker_with_a_nested_pool_stops_the_nested_workers(tmp_pa
     for pid in alive:  # do not let them sleep on for ten minutes
         os.kill(pid, 9)
     assert not alive, f"nested workers outlived their pool: {alive}"
+
+
+def test_an_abandoned_imap_is_closed_quietly_at_interpreter_exit():
+    """An imap left unfinished in a global is closed while the interpreter shuts down, when
+    the SIGINT handler it put back reads None: no 'Exception ignored' noise, exit code 0."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import itertools
+        from nbpool import WorkerPool
+        def square(x):
+            return x * x
+        with WorkerPool(n_jobs=2) as pool:
+            it = pool.imap(square, range(10**9), iterable_len=10**9, chunk_size=1000,
+                           max_tasks_active=4)
+            got = list(itertools.islice(it, 100))
+        with WorkerPool(n_jobs=2) as pool:
+            pool.map(square, range(100), progress_bar=True)
+        print("done", got[-1])
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=HANG_GUARD)
+    assert proc.returncode == 0 and proc.stdout == "done 9801\n", proc.stderr
+    assert "Exception ignored" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

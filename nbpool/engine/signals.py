@@ -28,6 +28,8 @@ def interrupts_deferred():
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        # None: the handler was not set from Python (so it cannot be put back), as seen
+        # while the interpreter shuts down; Python's own handler is the one to have then
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
         if received and callable(previous):
             previous(signal.SIGINT, None)  # default_int_handler raises KeyboardInterrupt
