@@ -53,6 +53,9 @@ TERMINATE_GRACE = 0.3  # seconds a worker that reacts to SIGTERM has for its fin
 TERMINATE_ACK = 0.05  # seconds a worker has to react to SIGTERM at all (in C code it cannot)
 RECHECK_INTERVAL = 0.02  # how soon to look again at a timeout whose clock has not started
 MAX_RETURNED = 4  # result segments waiting to go back to one worker (it keeps as many)
+# relayed output is flushed at most this long after it was written (see output.py): a stream
+# flushed after every message made ipykernel send one iopub message per line
+OUTPUT_FLUSH_SECONDS = 0.1
 
 
 class Job:
@@ -212,6 +215,7 @@ class Engine:
         self._owner_pid = os.getpid()
         # where relayed worker output and nested pools' progress reports go
         self.on_output: Callable[[str, str], None] = output.write_to_parent_stream
+        self.output_since: float | None = None  # when unflushed relayed output was written
         self.on_progress: Callable[[dict], None] = lambda report: None
         self.last_states: dict[int, dict] = {}  # worker id -> state summary, kept after it ends
         # segments for the buffers we send; None pickles everything into the pipe
@@ -464,6 +468,9 @@ class Engine:
     def pump(self, timeout: float | None) -> None:
         """Wait for one round of events (or ``timeout``) and handle them."""
         deadline = self._next_deadline()
+        if self.output_since is not None:
+            flush_at = self.output_since + OUTPUT_FLUSH_SECONDS
+            deadline = flush_at if deadline is None else min(deadline, flush_at)
         if deadline is not None:
             wait = max(0.0, deadline - time.monotonic())
             timeout = wait if timeout is None else min(timeout, wait)
@@ -487,6 +494,16 @@ class Engine:
             self._drain_and_bury(slot)
         self._check_deadlines()
         self.dispatch_applies()
+        if (self.output_since is not None
+                and time.monotonic() - self.output_since >= OUTPUT_FLUSH_SECONDS):
+            self.flush_output()
+
+    def flush_output(self) -> None:
+        """Flush the streams relayed output went to, if it wrote anything since the last
+        time (once per round of messages at most, and as a map ends or the pool stops)."""
+        if self.output_since is not None:
+            self.output_since = None
+            output.flush_parent_streams()
 
     def _drain_and_bury(self, slot: WorkerSlot) -> None:
         if slot.gone:
@@ -675,6 +692,8 @@ class Engine:
                 self._settle(item)
         elif tag == OUTPUT:
             self.on_output(message[1], message[2])
+            if self.output_since is None:
+                self.output_since = time.monotonic()
         elif tag == PROGRESS:
             self.on_progress(message[1])
         elif tag == STATE:
@@ -840,6 +859,7 @@ class Engine:
                 self._send(slot, dumps((STOP,)))
         while self.live_slots():
             self.pump(None)
+        self.flush_output()
         self.selector_reset()
         self.release_memory()
 
@@ -879,6 +899,7 @@ class Engine:
             self._stop_processes([s for s in slots if not isinstance(s.handle, threading.Thread)])
             for slot in slots:
                 self._forget(slot, Status.DEAD)
+            self.flush_output()
 
     def _stop_processes(self, processes: list[WorkerSlot]) -> None:
         for slot in processes:

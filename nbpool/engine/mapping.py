@@ -256,3 +256,4 @@ class MapRun:
                 self._release(index)
             engine.release_memory()
             self.job.detach()
+            engine.flush_output()  # what the workers printed shows before the map returns

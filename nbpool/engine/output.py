@@ -100,9 +100,23 @@ def flush() -> None:
 
 
 def write_to_parent_stream(stream_name: str, text: str) -> None:
-    """The parent's side: print relayed text into this process's own stream."""
+    """The parent's side: write relayed text into this process's own stream. It is not flushed
+    here: the engine calls ``flush_parent_streams`` at most every ``OUTPUT_FLUSH_SECONDS``
+    while output arrives, and as a map ends or the pool stops, so that ipykernel sends many
+    lines as one stream message (a flush per line made one iopub message per line)."""
     target = sys.stderr if stream_name == "stderr" else sys.stdout
     if target is None:
         return
     target.write(text)
-    target.flush()
+
+
+def flush_parent_streams() -> None:
+    """Flush the streams relayed text went to (in a worker that relays them further up, a
+    nested pool's, that sends what they hold)."""
+    for target in (sys.stdout, sys.stderr):
+        if target is None:
+            continue
+        try:
+            target.flush()
+        except (OSError, ValueError):  # closed, or a broken pipe: nothing more to do
+            pass
