@@ -54,6 +54,22 @@ def dispatcher(worker_id, xs):
         return nested_pool.map(square, xs, progress_bar=True,
                                progress_bar_position=worker_id + 1)
 
+def chatty(tag, n):
+    for i in range(n):
+        print(tag, i)
+    return n
+
+def chatty_then_hang(tag):
+    for i in range(1000):
+        print(tag, i)
+    time.sleep(60)
+
+def chatty_then_exit(tag):
+    import os
+    for i in range(1000):
+        print(tag, i)
+    os._exit(1)  # no finally block runs
+
 def init(worker_state):
     worker_state["count"] = 0
 
@@ -84,6 +100,25 @@ with WorkerPool(2) as pool:
 for method in ("forkserver", "spawn", "fork", "threading"):
     with WorkerPool(2, start_method=method) as pool:
         pool.map(shout, [(method, i) for i in range(3)])
+""",
+    "flood": """
+with WorkerPool(2) as pool:
+    pool.map(chatty, [("a", 5000), ("b", 5000)], chunk_size=1)
+print("map returned")
+""",
+    "flood_then_timeout": """
+try:
+    with WorkerPool(2) as pool:
+        pool.map(chatty_then_hang, ["c", "d"], chunk_size=1, task_timeout=1)
+except TimeoutError:
+    print("timed out")
+""",
+    "flood_then_exit": """
+try:
+    with WorkerPool(1) as pool:
+        pool.map(chatty_then_exit, ["e"])
+except Exception as exc:
+    print("died:", type(exc).__name__)
 """,
     "nested": """
 with WorkerPool(n_jobs=2, daemon=False, pass_worker_id=True) as pool:
@@ -263,6 +298,42 @@ def test_worker_prints_and_logging_reach_the_cell_under_every_start_method(execu
         for i in range(3):
             assert f"hello from {method} {i}\n" in stdout, stdout
             assert f"logged from {method} {i}\n" in stderr, stderr
+
+
+def _lines_of(stdout: str, tag: str) -> list[str]:
+    return [line for line in stdout.splitlines() if line.startswith(f"{tag} ")]
+
+
+def test_a_flood_of_worker_prints_arrives_whole_in_few_stream_messages(executed):
+    """The notebook's process flushes its stream a few times a second, not once a line:
+    10,000 lines used to make 10,000 iopub messages (and a map 30 times slower)."""
+    cells, _ = executed
+    cell = cells["flood"]
+    streams = [o for o in cell.outputs if o["output_type"] == "stream"]
+    assert len(streams) < 200, len(streams)
+    stdout = _stream(cell, "stdout")
+    for tag in ("a", "b"):
+        assert _lines_of(stdout, tag) == [f"{tag} {i}" for i in range(5000)]
+    assert stdout.endswith("map returned\n")  # all of it before the map returned
+
+
+def test_what_a_worker_printed_before_it_was_killed_still_shows(executed):
+    """Killed for its task_timeout, a worker has sent every line it printed before: the
+    parent shows them all."""
+    cells, _ = executed
+    stdout = _stream(cells["flood_then_timeout"], "stdout")
+    for tag in ("c", "d"):
+        assert _lines_of(stdout, tag) == [f"{tag} {i}" for i in range(1000)]
+    assert stdout.endswith("timed out\n")
+
+
+def test_what_a_worker_printed_before_it_died_without_a_word_still_shows(executed):
+    """A worker that ends with os._exit (or SIGKILL, or a crash in C code): the parent reads
+    what it sent before it died, and shows every line."""
+    cells, _ = executed
+    stdout = _stream(cells["flood_then_exit"], "stdout")
+    assert _lines_of(stdout, "e") == [f"e {i}" for i in range(1000)]
+    assert stdout.endswith("died: WorkerDiedError\n")
 
 
 def test_nested_pools_show_their_bars_under_the_parent_bar(executed):
