@@ -11,7 +11,6 @@ from __future__ import annotations
 import inspect
 import itertools
 import re
-import time
 import warnings
 
 import numpy as np
@@ -19,6 +18,20 @@ import pytest
 
 from nbpool import WorkerPool
 from nbpool.utils import chunk_tasks, make_single_arguments
+# the page's functions: a module of their own, which spawn and forkserver workers import fast
+from page_tasks import (
+    add_five,
+    dispatcher,
+    dispatcher_with_option,
+    exit_func,
+    init_func,
+    multiply,
+    multiply_dict,
+    sleep_and_square,
+    square,
+    square_and_count_even,
+    wid_and_square,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:start_method='fork':RuntimeWarning")
 
@@ -58,68 +71,13 @@ INSIGHTS_KEYS = {
 PHASES = ("start_up", "init", "waiting", "working", "exit")
 
 
-# ---- the page's functions ---------------------------------------------------------------------
-def square(x):
-    return x * x
-
-
-def multiply(x, y):
-    return x * y
-
-
-def multiply_dict(d):
-    return d["x"] * d["y"]
-
-
-def add_five(x):
-    return x + 5
-
-
-def init_func(worker_state):
-    # Initialize a counter for each worker
-    worker_state["count_even"] = 0
-
-
-def square_and_count_even(worker_state, x):
-    # Count number of even numbers and return the square
-    if x % 2 == 0:
-        worker_state["count_even"] += 1
-    return x**x
-
-
-def exit_func(worker_state):
-    # Return the counter
-    return worker_state["count_even"]
-
-
-def sleep_and_square(x):
-    # For illustration purposes
-    time.sleep(x / 1000)
-    return x * x
-
-
-def dispatcher(worker_id, X):
-    with WorkerPool(n_jobs=2) as nested_pool:
-        return nested_pool.map(square, X, progress_bar=True, progress_bar_position=worker_id + 1)
-
-
-def dispatcher_with_option(worker_id, X):
-    with WorkerPool(n_jobs=2) as nested_pool:
-        return nested_pool.map(square, X, progress_bar=True,
-                               progress_bar_options={"position": worker_id + 1})
-
-
 # ---- helpers ----------------------------------------------------------------------------------
-def _wid_and_square(worker_id, x):
-    return worker_id, x * x
-
-
 def observed_chunk_sizes(iterable, n_jobs=4, **map_kwargs):
     """Run ``square`` with ``order_tasks`` (chunk i goes to worker i % n_jobs) and read the chunk
     boundaries back from the worker ids: consecutive chunks land on different workers, so every
     run of equal worker ids is exactly one chunk."""
     with WorkerPool(n_jobs=n_jobs, pass_worker_id=True, order_tasks=True) as pool:
-        out = pool.map(_wid_and_square, iterable, **map_kwargs)
+        out = pool.map(wid_and_square, iterable, **map_kwargs)
     sizes = [len(list(run)) for _, run in itertools.groupby(w for w, _ in out)]
     return [r for _, r in out], sizes
 
