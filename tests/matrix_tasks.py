@@ -3,6 +3,7 @@ workers start fast (see tasks.py)."""
 
 import os
 import threading
+import time
 import uuid
 
 # Stalled tasks wait on this. Process workers never see it set, and are killed by the timeout;
@@ -93,3 +94,14 @@ def sum_of_squares_in_a_forkserver_pool(n):
 
     with WorkerPool(n_jobs=2, start_method="forkserver") as pool:
         return sum(pool.map(square, range(n)))
+
+
+def received(*args, **kwargs):
+    """Exactly what the worker passed in."""
+    return args, kwargs
+
+
+def slower_first(x):
+    """Early tasks take longest: with two workers, unordered results would come back shuffled."""
+    time.sleep(max(0, 20 - x) / 2000)
+    return x

@@ -203,30 +203,125 @@ def _package_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(nbpool.__file__)))
 
 
-@pytest.mark.parametrize("files, limit", [
-    ({"cpu.max": "150000 100000\n"}, 1.5),
-    ({"cpu.max": "max 100000\n"}, None),
-    ({"cpu.max": "200000 100000"}, 2.0),
-    ({"cpu.max": "garbage"}, None),
-    ({"cpu/cpu.cfs_quota_us": "50000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 0.5),
-    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
-    ({"cpu/cpu.cfs_quota_us": "300000\n"}, None),  # period missing: no limit known
-    ({}, None),
-], ids=["v2-1.5", "v2-max", "v2-2", "v2-garbage", "v1-0.5", "v1-unlimited", "v1-partial",
-        "none"])
-def test_cgroup_cpu_limit_reads_v2_and_v1_files(tmp_path, files, limit):
+# A fake file system: {path under the root: text}; a path whose text is None is a directory
+# (a file that exists but cannot be read). MOUNTS_* are /proc/self/mountinfo lines.
+MOUNTS_V2 = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n"
+MOUNTS_V1 = ("31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n"
+             "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime shared:9 - cgroup cgroup "
+             "rw,cpu,cpuacct\n"
+             "33 31 0:30 / /sys/fs/cgroup/cpuset rw,relatime - cgroup cgroup rw,cpuset\n"
+             "34 31 0:31 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n")
+MOUNTS_HYBRID = (MOUNTS_V1 + "35 31 0:32 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n"
+                 "36 31 0:33 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd\n")
+# a container without its own cgroup namespace: the mount shows the container's cgroup only
+MOUNTS_V1_DOCKER = ("40 23 0:28 /docker/abc /sys/fs/cgroup/cpu ro,nosuid - cgroup cgroup "
+                    "ro,cpu\n")
+CG = "sys/fs/cgroup/"
+SELF = "proc/self/"
+
+
+def _v1(directory: str, quota: str, period: str = "100000") -> dict:
+    return {f"{directory}/cpu.cfs_quota_us": quota, f"{directory}/cpu.cfs_period_us": period}
+
+
+CGROUP_CASES = {
+    # no /proc/self files: the process is in the root cgroup of the usual mounts
+    "root-v2-1.5": ({CG + "cpu.max": "150000 100000\n"}, 1.5),
+    "root-v2-max": ({CG + "cpu.max": "max 100000\n"}, None),
+    "root-v2-2": ({CG + "cpu.max": "200000 100000"}, 2.0),
+    "root-v2-garbage": ({CG + "cpu.max": "garbage"}, None),
+    "root-v1-0.5": (_v1(CG + "cpu", "50000\n", "100000\n"), 0.5),
+    "root-v1-cpu,cpuacct": (_v1(CG + "cpu,cpuacct", "25000"), 0.25),
+    "root-v1-unlimited": (_v1(CG + "cpu", "-1\n"), None),
+    "root-v1-partial": ({CG + "cpu/cpu.cfs_quota_us": "300000\n"}, None),  # no period
+    "root-hybrid": ({CG + "unified/cpu.max": "70000 100000"}, 0.7),
+    "none": ({}, None),
+    # v2: the process's cgroup and every ancestor count, the smallest quota wins
+    "v2-nested-parent-limit": ({
+        SELF + "cgroup": "0::/a/b/c\n", SELF + "mountinfo": MOUNTS_V2,
+        CG + "a/cpu.max": "50000 100000\n", CG + "a/b/cpu.max": "max 100000\n",
+        CG + "a/b/c/cpu.max": "200000 100000\n"}, 0.5),
+    "v2-nested-own-limit": ({
+        SELF + "cgroup": "0::/a/b/c\n", SELF + "mountinfo": MOUNTS_V2,
+        CG + "a/cpu.max": "max 100000", CG + "a/b/c/cpu.max": "120000 100000"}, 1.2),
+    "v2-sibling-does-not-count": ({
+        SELF + "cgroup": "0::/a/b\n", SELF + "mountinfo": MOUNTS_V2,
+        CG + "a/other/cpu.max": "10000 100000", CG + "cpu.max": "max 100000"}, None),
+    "v2-mounted-elsewhere": ({  # mountinfo says where; the usual place is not read
+        SELF + "cgroup": "0::/job\n",
+        SELF + "mountinfo": "30 23 0:26 / /run/my\\040cgroups rw - cgroup2 none rw\n",
+        "run/my cgroups/job/cpu.max": "300000 100000", CG + "job/cpu.max": "10000 100000"},
+        3.0),
+    "v2-no-mountinfo": ({  # the usual place, and the process's path in it
+        SELF + "cgroup": "0::/a/b\n", CG + "a/cpu.max": "80000 100000"}, 0.8),
+    "v2-outside-the-namespace": ({  # "/../x": the mount shows its own top only
+        SELF + "cgroup": "0::/../x\n", SELF + "mountinfo": MOUNTS_V2,
+        CG + "cpu.max": "90000 100000", CG + "x/cpu.max": "10000 100000"}, 0.9),
+    # v1: the hierarchy that has the cpu controller, found by controller name
+    "v1-nested": ({
+        SELF + "cgroup": "4:memory:/m\n3:cpuset:/\n2:cpu,cpuacct:/docker/abc\n",
+        SELF + "mountinfo": MOUNTS_V1,
+        **_v1(CG + "cpu,cpuacct/docker", "75000"), **_v1(CG + "cpu,cpuacct/docker/abc", "150000"),
+        **_v1(CG + "memory/m", "10000"), **_v1(CG + "cpuset", "10000")}, 0.75),
+    "v1-own-limit": ({
+        SELF + "cgroup": "2:cpu,cpuacct:/docker/abc\n", SELF + "mountinfo": MOUNTS_V1,
+        **_v1(CG + "cpu,cpuacct/docker", "-1"),
+        **_v1(CG + "cpu,cpuacct/docker/abc", "150000")}, 1.5),
+    "v1-mount-shows-the-own-cgroup": ({
+        SELF + "cgroup": "5:cpu:/docker/abc\n", SELF + "mountinfo": MOUNTS_V1_DOCKER,
+        **_v1(CG + "cpu", "250000")}, 2.5),
+    # hybrid: v1 controllers, a v2 tree without them at unified/; both are read
+    "hybrid-v1-limit": ({
+        SELF + "cgroup": "9:name=systemd:/user.slice\n2:cpu,cpuacct:/user.slice\n"
+                         "0::/user.slice\n",
+        SELF + "mountinfo": MOUNTS_HYBRID, **_v1(CG + "cpu,cpuacct/user.slice", "40000"),
+        **_v1(CG + "systemd/user.slice", "10000")}, 0.4),
+    "hybrid-v2-limit": ({
+        SELF + "cgroup": "2:cpu,cpuacct:/s\n0::/s\n", SELF + "mountinfo": MOUNTS_HYBRID,
+        **_v1(CG + "cpu,cpuacct/s", "-1"), CG + "unified/s/cpu.max": "60000 100000"}, 0.6),
+    # garbage and unreadable files set no limit; the others still count
+    "garbage-proc-files": ({  # neither parses: the usual mounts' root cgroups
+        SELF + "cgroup": "\x00garbage\n::\n", SELF + "mountinfo": "- - -\n1 2 3\n",
+        CG + "cpu.max": "50000 100000"}, 0.5),
+    "garbage-own-limit-parent-counts": ({
+        SELF + "cgroup": "0::/a/b\n", SELF + "mountinfo": MOUNTS_V2,
+        CG + "a/b/cpu.max": "fifty 100000", CG + "a/cpu.max": "150000 100000"}, 1.5),
+    "garbage-v1": ({
+        SELF + "cgroup": "2:cpu,cpuacct:/a\n", SELF + "mountinfo": MOUNTS_V1,
+        **_v1(CG + "cpu,cpuacct/a", "1.5"), **_v1(CG + "cpu,cpuacct", "100000", "zero")}, None),
+    "zero-period": ({CG + "cpu.max": "100000 0"}, None),
+    "unreadable": ({
+        SELF + "cgroup": None, SELF + "mountinfo": MOUNTS_V2, CG + "cpu.max": None}, None),
+    "unreadable-own-limit-parent-counts": ({
+        SELF + "cgroup": "0::/a/b\n", SELF + "mountinfo": MOUNTS_V2,
+        CG + "a/b/cpu.max": None, CG + "a/cpu.max": "30000 100000"}, 0.3),
+}
+
+
+def _fake_fs(root, files: dict) -> str:
     for name, text in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
-    assert cpu.cgroup_cpu_limit(str(tmp_path)) == limit
+        path = root / name
+        if text is None:
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    return str(root)
 
 
-@pytest.mark.parametrize("text, expected", [("100000 100000", 1), ("50000 100000", 1),
-                                            ("150000 100000", 2), ("max 100000", None)])
-def test_cpu_count_respects_a_cgroup_quota(tmp_path, monkeypatch, text, expected):
+@pytest.mark.parametrize("files, limit", CGROUP_CASES.values(), ids=CGROUP_CASES.keys())
+def test_cgroup_cpu_limit_follows_the_process_cgroup(tmp_path, files, limit):
+    assert cpu.cgroup_cpu_limit(_fake_fs(tmp_path, files)) == limit
+
+
+@pytest.mark.parametrize("text, affinity, expected", [
+    ("100000 100000", 4, 1), ("50000 100000", 4, 1), ("1 100000", 4, 1), ("150000 100000", 4, 2),
+    ("250000 100000", 2, 2), ("max 100000", 4, 4), ("max 100000", 1, 1), (None, 3, 3)])
+def test_cpu_count_respects_a_cgroup_quota(tmp_path, monkeypatch, text, affinity, expected):
     """A container's quota caps the count (rounded up, at least 1), affinity still applies."""
-    (tmp_path / "cpu.max").write_text(text)
-    monkeypatch.setattr(cpu, "CGROUP_ROOT", str(tmp_path))
-    by_affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-        os.cpu_count() or 1)
-    assert cpu.cpu_count() == (by_affinity if expected is None else min(by_affinity, expected))
+    files = {SELF + "cgroup": "0::/pod/job\n", SELF + "mountinfo": MOUNTS_V2}
+    if text is not None:
+        files[CG + "pod/cpu.max"] = text
+    monkeypatch.setattr(cpu, "FS_ROOT", _fake_fs(tmp_path, files))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(affinity)), raising=False)
+    assert cpu.cpu_count() == expected

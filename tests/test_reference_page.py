@@ -11,7 +11,6 @@ from __future__ import annotations
 import inspect
 import itertools
 import re
-import time
 import warnings
 
 import numpy as np
@@ -19,6 +18,20 @@ import pytest
 
 from nbpool import WorkerPool
 from nbpool.utils import chunk_tasks, make_single_arguments
+# the page's functions: a module of their own, which spawn and forkserver workers import fast
+from page_tasks import (
+    add_five,
+    dispatcher,
+    dispatcher_with_option,
+    exit_func,
+    init_func,
+    multiply,
+    multiply_dict,
+    sleep_and_square,
+    square,
+    square_and_count_even,
+    wid_and_square,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:start_method='fork':RuntimeWarning")
 
@@ -58,68 +71,17 @@ INSIGHTS_KEYS = {
 PHASES = ("start_up", "init", "waiting", "working", "exit")
 
 
-# ---- the page's functions ---------------------------------------------------------------------
-def square(x):
-    return x * x
-
-
-def multiply(x, y):
-    return x * y
-
-
-def multiply_dict(d):
-    return d["x"] * d["y"]
-
-
-def add_five(x):
-    return x + 5
-
-
-def init_func(worker_state):
-    # Initialize a counter for each worker
-    worker_state["count_even"] = 0
-
-
-def square_and_count_even(worker_state, x):
-    # Count number of even numbers and return the square
-    if x % 2 == 0:
-        worker_state["count_even"] += 1
-    return x**x
-
-
-def exit_func(worker_state):
-    # Return the counter
-    return worker_state["count_even"]
-
-
-def sleep_and_square(x):
-    # For illustration purposes
-    time.sleep(x / 1000)
-    return x * x
-
-
-def dispatcher(worker_id, X):
-    with WorkerPool(n_jobs=2) as nested_pool:
-        return nested_pool.map(square, X, progress_bar=True, progress_bar_position=worker_id + 1)
-
-
-def dispatcher_with_option(worker_id, X):
-    with WorkerPool(n_jobs=2) as nested_pool:
-        return nested_pool.map(square, X, progress_bar=True,
-                               progress_bar_options={"position": worker_id + 1})
-
-
 # ---- helpers ----------------------------------------------------------------------------------
-def _wid_and_square(worker_id, x):
-    return worker_id, x * x
-
-
-def observed_chunk_sizes(iterable, n_jobs=4, **map_kwargs):
+def observed_chunk_sizes(iterable, n_jobs=4, pool=None, **map_kwargs):
     """Run ``square`` with ``order_tasks`` (chunk i goes to worker i % n_jobs) and read the chunk
     boundaries back from the worker ids: consecutive chunks land on different workers, so every
-    run of equal worker ids is exactly one chunk."""
-    with WorkerPool(n_jobs=n_jobs, pass_worker_id=True, order_tasks=True) as pool:
-        out = pool.map(_wid_and_square, iterable, **map_kwargs)
+    run of equal worker ids is exactly one chunk. ``pool``: one made with ``pass_worker_id``
+    and ``order_tasks``, instead of a new one."""
+    if pool is None:
+        with WorkerPool(n_jobs=n_jobs, pass_worker_id=True, order_tasks=True) as pool:
+            out = pool.map(wid_and_square, iterable, **map_kwargs)
+    else:
+        out = pool.map(wid_and_square, iterable, **map_kwargs)
     sizes = [len(list(run)) for _, run in itertools.groupby(w for w, _ in out)]
     return [r for _, r in out], sizes
 
@@ -659,3 +621,120 @@ def test_insights_during_imap(capsys):
     assert 51 <= sum(during["n_completed_tasks"]) <= 100
     assert printed.strip() != ""
     check_insights(after, n_jobs=2, n_tasks=100)
+
+
+# ---- the page under every start method --------------------------------------------------------
+START_METHODS = ["fork", "forkserver", "spawn", "threading"]
+
+
+@pytest.mark.startmethod
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("method", START_METHODS)
+def test_the_page_under_every_start_method(method, capfd):
+    """The tests above run the page as it is written: the default start method (forkserver
+    under pytest, whose process has numpy's threads; fork for the lifespan examples, spawn for
+    the nested pools). This runs its examples again under each start method, with two workers,
+    smaller inputs and as few pools as the examples allow (a spawn pool takes ~0.4 s to start).
+    """
+    expected = [x * x for x in range(100)]
+    dicts = _dict_args(20)
+    products = [i * (100 + i) for i in range(20)]
+    with WorkerPool(n_jobs=2, start_method=method, keep_alive=True) as pool:
+        # the map family: a range; tuples are positional arguments, dicts keyword arguments;
+        # make_single_arguments passes each dict whole
+        assert pool.map(square, range(100)) == expected
+        assert list(pool.imap(multiply, zip(range(20), range(100, 120)),
+                              iterable_len=20)) == products
+        assert list(pool.imap(multiply, dicts)) == products
+        assert list(pool.imap(multiply_dict, [(d,) for d in dicts])) == products
+        assert list(pool.imap(multiply_dict,
+                              make_single_arguments(dicts, generator=False))) == products
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            assert list(pool.imap(multiply_dict, make_single_arguments(dicts),
+                                  iterable_len=20)) == products
+            # task chunking: a generator with its length, with n_splits, a fixed chunk size
+            generator = ((x,) for x in range(100))
+            assert pool.map(square, generator, iterable_len=100, n_splits=4) == expected
+            assert pool.map(square, ((x,) for x in range(100)), chunk_size=4) == expected
+        assert runtime_warnings(record) == []
+        with pytest.warns(RuntimeWarning):  # no length known: a warning, and chunk size 1
+            assert pool.map(square, ((x,) for x in range(100)), n_splits=4) == expected
+
+        # numpy arrays: row blocks, concatenated unless told not to
+        arr = np.random.default_rng(1234).random((10, 3))
+        np.testing.assert_array_equal(pool.map(add_five, arr, chunk_size=3), arr + 5)
+        blocks = pool.map(add_five, arr, chunk_size=3, concatenate_numpy_output=False)
+        assert [b.shape for b in blocks] == [(3, 3), (3, 3), (3, 3), (1, 3)]
+        np.testing.assert_array_equal(np.concatenate(blocks), arr + 5)
+
+        # a progress bar on stderr, for every map function
+        capfd.readouterr()
+        for name in ("map", "map_unordered", "imap", "imap_unordered"):
+            out = list(getattr(pool, name)(square, range(50), progress_bar=True))
+            assert sorted(out) == expected[:50], name
+            assert "50/50" in capfd.readouterr().err, name
+
+        # the never-ending inputs, streamed and left; max_tasks_active (8) is smaller than the
+        # chunk size, where mpire deadlocks. Last: the workers may still be busy afterwards.
+        for i, result in enumerate(pool.imap(square, range(int(1e30)), iterable_len=int(1e30),
+                                             chunk_size=1)):
+            assert result == i * i
+            if i == 10:
+                break
+        streamed = pool.imap(square, range(int(1e300)), iterable_len=int(1e300),
+                             chunk_size=int(1e5), max_tasks_active=2 * 4)
+        assert list(itertools.islice(streamed, 1000)) == [x * x for x in range(1000)]
+        streamed.close()
+
+    # worker_init and worker_exit with worker state, insights, worker_lifespan, keep_alive
+    with WorkerPool(n_jobs=2, use_worker_state=True, enable_insights=True,
+                    start_method=method) as pool:
+        results = pool.map(square_and_count_even, range(100), worker_init=init_func,
+                           worker_exit=exit_func)
+        assert results == [x**x for x in range(100)]
+        assert sum(pool.get_exit_results()) == 50
+        check_insights(pool.get_insights(), n_jobs=2, n_tasks=100)
+        capfd.readouterr()
+        pool.print_insights()
+        assert capfd.readouterr().out.strip() != ""
+        # worker_lifespan=1: a worker finishes its chunk (one even number in each), then exits
+        pool.map(square_and_count_even, range(8), worker_lifespan=1, chunk_size=2,
+                 worker_init=init_func, worker_exit=exit_func)
+        assert pool.get_exit_results() == [1] * 4
+        # keep_alive: the exit functions run at stop_and_join only
+        pool.set_keep_alive(True)
+        for _ in range(2):
+            pool.map(square_and_count_even, range(100), worker_init=init_func,
+                     worker_exit=exit_func)
+            assert pool.get_exit_results() == []
+        pool.stop_and_join()
+        assert sum(pool.get_exit_results()) == 100
+
+    # the chunk sizes, read back from the worker ids (see observed_chunk_sizes)
+    with WorkerPool(n_jobs=2, pass_worker_id=True, order_tasks=True, keep_alive=True,
+                    start_method=method) as pool:
+        def sizes(iterable, **map_kwargs):
+            results, sizes = observed_chunk_sizes(iterable, pool=pool, **map_kwargs)
+            assert results == [x * x for x in range(len(results))]
+            return sizes
+
+        assert sizes(((x,) for x in range(1000)), iterable_len=1000, n_splits=4) == [250] * 4
+        assert sizes(range(1000), chunk_size=4) == [4] * 250
+        automatic = sizes(((x,) for x in range(1000)), iterable_len=1000)
+        assert len(automatic) == 64 * 2 and set(automatic) <= {7, 8}
+        with pytest.warns(RuntimeWarning):
+            assert sizes(((x,) for x in range(50))) == [1] * 50
+
+    # nested pools (daemon=False), their bars at worker_id + 1
+    capfd.readouterr()
+    with WorkerPool(n_jobs=2, daemon=False, pass_worker_id=True, order_tasks=True,
+                    start_method=method) as pool:
+        results = pool.map(dispatcher, ((range(x, x + 10),) for x in range(4)),
+                           iterable_len=4, n_splits=2, progress_bar=True)
+    assert results == [[y * y for y in range(x, x + 10)] for x in range(4)]
+    err = capfd.readouterr().err
+    assert "4/4" in err
+    if method != "forkserver":  # a forkserver's workers write to the stderr it started with
+        rows = {len(moves) // len("\x1b[A") for moves in _BAR_AND_MOVES_UP.findall(err)}
+        assert {0, 1, 2} <= rows, repr(err)

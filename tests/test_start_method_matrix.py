@@ -1,5 +1,7 @@
 """The core API under every start method: errors, timeouts, pickling, restarts, numpy,
-insights, apply; plus pinning (cpu_ids), use_dill, the messages a map costs, how often a
+insights, apply, argument unpacking, worker ids, a single worker's order (the reference page's
+examples, progress bars on every map function and nested pools run under every start method in
+test_reference_page.py); plus pinning (cpu_ids), use_dill, the messages a map costs, how often a
 function is pickled, and keep_alive's restart warning.
 
 Timeouts here are hang bounds (0.3 s against tasks that stall for 30 s), not speed checks.
@@ -17,6 +19,7 @@ import pytest
 
 import matrix_tasks as mt
 from nbpool import TaskPicklingError, WorkerPool
+from nbpool.utils import make_single_arguments
 
 pytestmark = pytest.mark.filterwarnings("ignore:start_method='fork':RuntimeWarning")
 
@@ -110,6 +113,54 @@ def test_timeouts_fire(method, release_stalled_threads):
             pool.apply(mt.stall_task, (2,), task_timeout=SHORT)
         assert pool.apply(mt.square, (3,)) == 9
         assert pool.apply_async(mt.square, (4,)).get(timeout=HANG_GUARD) == 16
+
+
+# -- how arguments reach the function, worker ids, a single worker's order --------------------
+MAP_FUNCTIONS = ["map", "map_unordered", "imap", "imap_unordered"]
+UNPACKING = [  # an element of the iterable, and the (args, kwargs) that follow the worker id
+    ((1, 2), ((1, 2), {})),  # a tuple: positional arguments
+    ({"y": 2, "x": 1}, ((), {"x": 1, "y": 2})),  # a dict: keyword arguments
+    ([3, 4], ((3, 4), {})),  # other iterables are unpacked too
+    ("abc", (("abc",), {})),  # but not str
+    (5, ((5,), {})),  # not iterable: passed whole
+    (({"k": 1},), (({"k": 1},), {})),  # a 1-tuple passes anything whole
+]
+
+
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method", METHODS)
+def test_arguments_are_unpacked_and_worker_ids_passed(method):
+    inputs = [element for element, _ in UNPACKING]
+    # order_tasks: chunk i goes to worker i % 2, so every task's worker id is known
+    expected = [((i % 2, *args), kwargs) for i, (_, (args, kwargs)) in enumerate(UNPACKING)]
+    dicts = [{"x": i, "y": 10 + i} for i in range(4)]
+    with WorkerPool(n_jobs=2, pass_worker_id=True, order_tasks=True, start_method=method,
+                    keep_alive=True) as pool:
+        for name in MAP_FUNCTIONS:
+            got = list(getattr(pool, name)(mt.received, inputs, chunk_size=1))
+            if "unordered" in name:
+                got, want = sorted(got, key=repr), sorted(expected, key=repr)
+            else:
+                want = expected
+            assert got == want, name
+        # make_single_arguments: every dict whole (a generator needs iterable_len)
+        whole = [((i % 2, d), {}) for i, d in enumerate(dicts)]
+        assert pool.map(mt.received, make_single_arguments(dicts, generator=False),
+                        chunk_size=1) == whole
+        assert list(pool.imap(mt.received, make_single_arguments(dicts), iterable_len=4,
+                              chunk_size=1)) == whole
+        # apply unpacks args and kwargs as given, after the worker id
+        worker_id, *args = pool.apply(mt.received, (1, [2]), {"k": 3})[0]
+        assert worker_id in (0, 1) and args == [1, [2]]
+        assert pool.apply_async(mt.received, ({"y": 1},)).get(timeout=HANG_GUARD)[1] == {}
+
+    # one worker: the unordered functions return the ordered results, although the early tasks
+    # take longest
+    with WorkerPool(n_jobs=1, start_method=method, keep_alive=True) as pool:
+        assert pool.map_unordered(mt.slower_first, range(20), chunk_size=3) == list(range(20))
+        assert list(pool.imap_unordered(mt.slower_first, range(20), chunk_size=1,
+                                        max_tasks_active=4)) == list(range(20))
 
 
 # -- cpu_ids and use_dill -----------------------------------------------------------------------

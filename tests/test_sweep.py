@@ -27,6 +27,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:start_method='fork':RuntimeWarni
 
 EXAMPLE_TIMEOUT = 20.0  # seconds; a correct example takes well under one
 EXAMPLES = int(os.environ.get("NBPOOL_SWEEP_EXAMPLES", "300"))  # more by hand
+# spawn pools take ~0.3 s to start, and a restarted worker as long: fewer, smaller examples
+SPAWN_EXAMPLES = int(os.environ.get("NBPOOL_SWEEP_SPAWN_EXAMPLES", "15"))
 FUNCTIONS = ["map", "map_unordered", "imap", "imap_unordered"]
 
 
@@ -57,15 +59,16 @@ def hard_timeout(seconds: float):
 
 
 @st.composite
-def map_calls(draw):
-    n = draw(st.integers(0, 80))
+def map_calls(draw, start_methods=("fork", "forkserver", "threading"), max_n=80,
+              min_lifespan=1):
+    n = draw(st.integers(0, max_n))
     source = draw(st.sampled_from(["list", "generator", "numpy", "range"]))
     length = draw(st.sampled_from(["not given", "equal", "shorter"]))
     iterable_len = {"not given": None, "equal": n}.get(length)
     if length == "shorter":
         iterable_len = draw(st.integers(0, max(n - 1, 0)))
     return {
-        "start_method": draw(st.sampled_from(["fork", "forkserver", "threading"])),
+        "start_method": draw(st.sampled_from(start_methods)),
         "n_jobs": draw(st.integers(1, 4)),
         "order_tasks": draw(st.booleans()),
         "function": draw(st.sampled_from(FUNCTIONS)),
@@ -78,7 +81,7 @@ def map_calls(draw):
                 st.floats(1.0, 12.0, allow_nan=False, allow_infinity=False))),
             "n_splits": draw(st.one_of(st.none(), st.integers(1, 12))),
             "max_tasks_active": draw(st.one_of(st.none(), st.integers(1, 40))),
-            "worker_lifespan": draw(st.one_of(st.none(), st.integers(1, 12))),
+            "worker_lifespan": draw(st.one_of(st.none(), st.integers(min_lifespan, 12))),
         },
     }
 
@@ -132,6 +135,17 @@ def _check(call: dict, result) -> None:
           suppress_health_check=[HealthCheck.too_slow])
 @given(call=map_calls())
 def test_any_parameters_give_the_right_results_without_hanging(call):
+    with hard_timeout(EXAMPLE_TIMEOUT):
+        result = _run(call)
+    _check(call, result)
+
+
+@pytest.mark.timeout(300)
+@settings(max_examples=SPAWN_EXAMPLES, deadline=None, database=None, derandomize=False,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(call=map_calls(start_methods=("spawn",), max_n=40, min_lifespan=4))
+def test_any_parameters_give_the_right_results_without_hanging_under_spawn(call):
+    """Up to 40 tasks and a lifespan of at least 4: at most 14 spawned workers an example."""
     with hard_timeout(EXAMPLE_TIMEOUT):
         result = _run(call)
     _check(call, result)
