@@ -204,7 +204,7 @@ class Engine:
         self.exit_errors: list[BaseException] = []
         self.setup_key: tuple | None = None
         self._setup_args: dict | None = None
-        self.method_used: str | None = None  # the method of the first worker that started
+        self.method_used: str | None = None  # the method of the worker started last
         self._launched_tracker: int | None = None  # a resource tracker our starts launched
         self.lifespan: int | None = None
         self.init_timeout: float | None = None
@@ -272,7 +272,7 @@ class Engine:
                 daemon=True,
             )
             handle.start()
-            self.method_used = self.method_used or method
+            self.method_used = method
         else:
             context = start_methods.get_context(method)
             # one pickle for both, so a shared-memory arena they share travels once
@@ -311,7 +311,7 @@ class Engine:
             finally:
                 child_conn.close()
             self._note_new_tracker(tracker)
-            self.method_used = self.method_used or method
+            self.method_used = method
         slot = WorkerSlot(worker_id, method, handle, channel)
         self.slots[worker_id] = slot
         self.selector.register(slot.channel.fd, selectors.EVENT_READ, ("conn", slot))
