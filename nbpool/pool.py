@@ -88,7 +88,14 @@ class WorkerPool:
 
     @property
     def start_method(self) -> str:
-        """The start method the workers actually used (resolved from 'auto')."""
+        """The start method the most recently started worker used (resolved from 'auto').
+
+        Before any worker has started: the method a worker started now would use. Under
+        'auto' the method is chosen for each worker as it starts, so it can change within a
+        pool: a script that forked its first workers and then started a thread gets its
+        replacement workers (``worker_lifespan``, a worker that died) from the forkserver,
+        and ``start_method`` then says 'forkserver'.
+        """
         from .engine.start_methods import resolve
 
         return self._engine.method_used or resolve(self._start_method)

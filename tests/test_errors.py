@@ -7,6 +7,7 @@ import re
 
 import ctypes
 import importlib
+import json
 import os
 import shutil
 import signal
@@ -818,3 +819,54 @@ def test_auto_does_not_fork_a_threaded_process():
     assert "DeprecationWarning" not in result.stderr
     method = out.split("METHOD", 1)[1].split()[0]
     assert method != "fork"
+
+
+MIXED_METHODS_SCRIPT = """
+import json, os, signal, sys, threading, time
+from nbpool import WorkerPool
+
+def parent_of_worker(x):
+    time.sleep(0.01)  # so that every worker takes a task
+    return os.getppid(), os.getpid()
+
+if __name__ == "__main__":
+    how = sys.argv[1]
+    report = {}
+    with WorkerPool(n_jobs=2, keep_alive=True) as pool:  # 'auto', single-threaded: fork
+        first = pool.map(parent_of_worker, range(8), chunk_size=1)
+        report["first"] = pool.start_method
+        report["first_forked"] = {ppid for ppid, _ in first} == {os.getpid()}
+        done = threading.Event()
+        thread = threading.Thread(target=done.wait)  # now forking would be unsafe
+        thread.start()
+        try:
+            if how == "lifespan":
+                after = pool.map(parent_of_worker, range(8), chunk_size=1, worker_lifespan=1)
+            else:  # a worker dies between maps; the next map replaces it
+                victim = first[0][1]
+                os.kill(victim, signal.SIGKILL)
+                while open(f"/proc/{victim}/stat").read().split()[2] != "Z":
+                    time.sleep(0.01)
+                after = pool.map(parent_of_worker, range(8), chunk_size=1)
+            report["after"] = pool.start_method
+            # a forkserver's child: its parent is the forkserver, not this process
+            report["replacement_from_forkserver"] = any(
+                ppid != os.getpid() for ppid, _ in after)
+        finally:
+            done.set()
+            thread.join()
+    print("REPORT", json.dumps(report))
+"""
+
+
+@pytest.mark.startmethod
+@pytest.mark.timeout(SUBPROCESS_TIMEOUT + 10)
+@pytest.mark.parametrize("how", ["lifespan", "kill"])
+def test_start_method_names_the_method_of_the_newest_worker(how):
+    """Under 'auto' a script forks while it has one thread. Once it has started a thread, a
+    worker that replaces one (worker_lifespan, a death) comes from the forkserver, and
+    ``pool.start_method`` must say so, not report the first workers' fork."""
+    out = _check(_run_script(MIXED_METHODS_SCRIPT, how))
+    report = json.loads(out.split("REPORT", 1)[1])
+    assert report == {"first": "fork", "first_forked": True, "after": "forkserver",
+                      "replacement_from_forkserver": True}, report

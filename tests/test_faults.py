@@ -641,6 +641,77 @@ def _running(pid: int) -> bool:
         return False
 
 
+# -- no new interpreter can start -------------------------------------------------------------
+NO_INTERPRETER_SCRIPT = r'''
+import json, os, sys, time, warnings
+import psutil
+from nbpool import WorkerPool
+from nbpool.engine.errors import WorkerStartError
+
+def same(x):
+    return x
+
+warnings.simplefilter("always")
+caught = warnings.catch_warnings(record=True)
+seen = caught.__enter__()  # e.g. "resource_tracker: process died unexpectedly, relaunching"
+method, broken = sys.argv[1], sys.argv[2]
+sane = os.environ.get("PYTHONPATH", "")
+os.environ["PYTHONPATH"] = broken  # every new interpreter dies in its sitecustomize
+report = {}
+started = time.monotonic()
+try:  # several workers: each start launches a resource tracker, which dies too
+    with WorkerPool(n_jobs=4, start_method=method) as pool:
+        pool.map(same, range(4))
+except WorkerStartError as exc:
+    report["error"] = str(exc)
+except BaseException as exc:
+    report["error"] = f"{type(exc).__name__}: {exc}"
+report["seconds"] = time.monotonic() - started
+# zombies and multiprocessing's helpers too: nothing this process started may be left
+report["left"] = [(p.pid, p.name(), p.status())
+                  for p in psutil.Process().children(recursive=True)]
+os.environ["PYTHONPATH"] = sane
+with WorkerPool(n_jobs=2, start_method=method) as pool:
+    report["next"] = pool.map(same, range(4))
+report["warnings"] = [str(w.message) for w in seen]
+print(json.dumps(report))
+'''
+
+
+@pytest.mark.startmethod
+@pytest.mark.timeout(HANG_GUARD)
+@pytest.mark.parametrize("method, expected", [
+    ("forkserver", "the forkserver that starts the workers ended: it exited with code 7"),
+    ("spawn", "exited with code 7"),
+])
+def test_no_new_interpreter_can_start(method, expected, tmp_path):
+    """A sitecustomize.py that exits kills every new interpreter: the forkserver (and the
+    resource tracker) die before any worker exists. The error must name the worker and the
+    exit code, come at once, and leave no process behind, not even a zombie; the next pool,
+    in a sane environment, must work."""
+    import json
+    import subprocess
+
+    broken = tmp_path / "broken_site"
+    broken.mkdir()
+    (broken / "sitecustomize.py").write_text("import os; os._exit(7)\n")
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(root), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    done = subprocess.run([sys.executable, "-c", NO_INTERPRETER_SCRIPT, method, str(broken)],
+                          capture_output=True, text=True, cwd=root, env=env,
+                          timeout=HANG_GUARD - 5)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    text = report.get("error", "no error")
+    assert re.search(r"Worker-\d( \(pid \?\))? could not start", text), text
+    assert expected in text, text
+    assert report["seconds"] < ERROR_DEADLINE + 1.0, report  # + a new interpreter's start
+    assert report["left"] == [], report["left"]
+    assert report["next"] == [0, 1, 2, 3]
+    assert report["warnings"] == []
+
+
 # -- in a notebook ----------------------------------------------------------------------------
 KERNEL_CELLS = {
     "pool": """

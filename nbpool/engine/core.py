@@ -207,7 +207,8 @@ class Engine:
         self.exit_errors: list[BaseException] = []
         self.setup_key: tuple | None = None
         self._setup_args: dict | None = None
-        self.method_used: str | None = None
+        self.method_used: str | None = None  # the method of the worker started last
+        self._launched_tracker: int | None = None  # a resource tracker our starts launched
         self.lifespan: int | None = None
         self.init_timeout: float | None = None
         self.exit_timeout: float | None = None
@@ -259,7 +260,6 @@ class Engine:
             parent_pid=0 if method == "forkserver" else os.getpid(),
             **args,
         )
-        self.method_used = self.method_used or method
         parent_conn, child_conn = Pipe(duplex=True)
         channel = Channel(parent_conn)  # registered before a fork, which must close it
         self.stats.set(worker_id, Field.STATUS, Status.STARTING)
@@ -276,6 +276,7 @@ class Engine:
                 daemon=True,
             )
             handle.start()
+            self.method_used = method
         else:
             context = start_methods.get_context(method)
             # one pickle for both, so a shared-memory arena they share travels once
@@ -292,12 +293,19 @@ class Engine:
                 name=f"nbpool-Worker-{worker_id}",
                 daemon=self.daemon,
             )
+            # a tracker that an earlier start launched may have died as that worker did
+            # (both are new interpreters): multiprocessing would relaunch it with a warning
+            start_methods.bury_dead_tracker(self._launched_tracker)
+            tracker = start_methods.tracker_pid()
             try:
                 with start_methods.quiet_fork(method, explicit=self.start_method == "fork"), \
                         start_methods.hide_main(method):
                     handle.start()
             except BaseException as exc:
                 channel.close()
+                self._note_new_tracker(tracker)
+                if method == "forkserver" and isinstance(exc, (EOFError, OSError)):
+                    self._raise_if_forkserver_died(worker_id, exc)
                 part = _unpicklable_part(setup, exc)
                 if part is not None:
                     raise errors.TaskPicklingError(
@@ -306,12 +314,47 @@ class Engine:
                 raise
             finally:
                 child_conn.close()
+            self._note_new_tracker(tracker)
+            self.method_used = method
         slot = WorkerSlot(worker_id, method, handle, channel)
         self.slots[worker_id] = slot
         self.selector.register(slot.channel.fd, selectors.EVENT_READ, ("conn", slot))
         if slot.sentinel is not None:
             self.selector.register(slot.sentinel, selectors.EVENT_READ, ("sentinel", slot))
         return slot
+
+    def _note_new_tracker(self, before: int | None) -> None:
+        """Remembers a resource tracker that a worker's start launched (spawn and forkserver
+        launch one on first use): where a worker cannot start, neither can it."""
+        now = start_methods.tracker_pid()
+        if now is not None and now != before:
+            self._launched_tracker = now
+
+    def _bury_dead_tracker(self, environment_suspect: bool) -> None:
+        """After a worker failed to start: reap the resource tracker if it died too.
+
+        ``environment_suspect``: the failure came before any nbpool code ran, so a tracker
+        launched along with the worker (another new interpreter, same environment) is
+        likely ending as well: give it a moment.
+        """
+        pid = start_methods.tracker_pid()
+        wait = start_methods.HELPER_DEATH_WAIT if (
+            environment_suspect and pid is not None and pid == self._launched_tracker) else 0.0
+        start_methods.bury_dead_tracker(pid, wait)
+
+    def _raise_if_forkserver_died(self, worker_id: int, exc: BaseException) -> None:
+        """A forkserver start failed with ``exc``: if the forkserver has died (it could not
+        even start, as where no new interpreter runs), reap it and say so."""
+        code = start_methods.bury_dead_forkserver()
+        if code is None:
+            return  # the forkserver runs: the caller re-raises ``exc``
+        self._bury_dead_tracker(environment_suspect=True)
+        raise errors.WorkerStartError(
+            f"Worker-{worker_id} could not start: the forkserver that starts the workers "
+            f"ended: {errors.describe_exit(code)}. Its error output (stderr) says why; a "
+            "common cause is an environment in which no new Python process can start "
+            "(PYTHONPATH, a sitecustomize module)."
+        ) from exc
 
     def reap(self) -> None:
         """Notice workers that died while idle (between maps) and replace them."""
@@ -549,6 +592,8 @@ class Engine:
                         "common cause is a module the worker cannot import.")
             error = errors.WorkerStartError(text)
             error.__cause__ = slot.start_error
+            self._bury_dead_tracker(environment_suspect=not slot.ready
+                                    and slot.start_error is None)
             for job in list(self.jobs.values()):
                 job.fail(error)
             return

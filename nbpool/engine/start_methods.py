@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import sys
 import threading
+import time
 import warnings
 
 from ..warn import warn_user
@@ -65,6 +66,109 @@ def get_context(method: str):
             preload.append("numpy")
         context.set_forkserver_preload(preload)
     return context
+
+
+# -- multiprocessing's helper processes that die as they start --------------------------------
+# A forkserver and the resource tracker are new Python interpreters, started on first use. In
+# an environment where no new interpreter can run (a sitecustomize.py that exits, a broken
+# PYTHONPATH) they die at once. multiprocessing then leaves them as zombies until it next
+# needs them, and reports the forkserver's death as a bare ``EOFError``. The helpers below
+# notice such a death, reap the process and forget it, so that the next start launches a
+# fresh one (without the resource tracker's "died unexpectedly" warning).
+
+HELPER_DEATH_WAIT = 1.0  # seconds a helper that is known to be ending has to be reapable
+
+
+def tracker_pid() -> int | None:
+    """The pid of this process's resource tracker, if it started one."""
+    resource_tracker = sys.modules.get("multiprocessing.resource_tracker")
+    return getattr(getattr(resource_tracker, "_resource_tracker", None), "_pid", None)
+
+
+def bury_dead_forkserver() -> int | None:
+    """After a forkserver start failed: if the forkserver has ended, reap and forget it.
+
+    Returns its exit code (negative: the signal that killed it), or None if it still runs
+    (or is not this process's child). The failure (EOF on its socket) comes as it closes its files, a moment
+    before it can be reaped: wait up to ``HELPER_DEATH_WAIT`` for that.
+    """
+    forkserver = sys.modules.get("multiprocessing.forkserver")
+    server = getattr(forkserver, "_forkserver", None)
+    lock = getattr(server, "_lock", None)
+    if server is None or lock is None:
+        return None
+    with lock:
+        pid = getattr(server, "_forkserver_pid", None)
+        if pid is None:
+            return None
+        status = _reap(pid, HELPER_DEATH_WAIT)
+        if status is None:
+            return None
+        fd = server._forkserver_alive_fd
+        address = server._forkserver_address
+        server._forkserver_alive_fd = None
+        server._forkserver_address = None
+        server._forkserver_pid = None
+        if hasattr(server, "_forkserver_authkey"):  # Python 3.14+
+            server._forkserver_authkey = None
+        if fd is not None:
+            _close(fd)
+        from multiprocessing import util  # loaded by the forkserver already
+
+        if address and not util.is_abstract_socket_namespace(address):
+            try:  # a filesystem socket (not Linux's abstract namespace) stays behind
+                os.unlink(address)
+            except OSError:
+                pass
+    return os.waitstatus_to_exitcode(status)
+
+
+def bury_dead_tracker(pid: int | None, wait: float = 0.0) -> None:
+    """Reap and forget the resource tracker ``pid`` if it has ended (within ``wait``
+    seconds). Nothing happens if another tracker has replaced it, or it still runs."""
+    resource_tracker = sys.modules.get("multiprocessing.resource_tracker")
+    if pid is None or resource_tracker is None:
+        return
+    tracker = getattr(resource_tracker, "_resource_tracker", None)
+    lock = getattr(tracker, "_lock", None)
+    if tracker is None or lock is None:
+        return
+    with lock:
+        if getattr(tracker, "_pid", None) != pid or _reap(pid, wait) is None:
+            return
+        fd = tracker._fd
+        tracker._fd = None
+        tracker._pid = None
+        if hasattr(tracker, "_exitcode"):  # Python 3.13+
+            tracker._exitcode = None
+        if fd is not None:
+            _close(fd)
+
+
+def _reap(pid: int, wait: float) -> int | None:
+    """Reaps our child ``pid`` if it ends within ``wait`` seconds: its wait status, or
+    None if it still runs (or is not our child)."""
+    deadline = time.monotonic() + wait
+    delay = 0.001
+    while True:
+        try:
+            reaped, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # not ours, or reaped by someone else
+            return None
+        if reaped:
+            return status
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        time.sleep(min(delay, remaining))
+        delay = min(delay * 2, 0.02)
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
 
 
 class quiet_fork:
