@@ -69,7 +69,7 @@ def stamp(path: str) -> None:
     and a later fault does not overwrite the first one's time.
     """
     now = time.monotonic()
-    private = f"{path}.{os.getpid()}"
+    private = f"{path}.{os.getpid()}.{threading.get_ident()}"  # threading workers share a pid
     Path(private).write_text(repr(now))
     try:
         os.link(private, path)
