@@ -241,47 +241,6 @@ def single_function_name(body: str | ast.Module) -> str:
     return names[0]
 
 
-def unpicklable_global(func: Callable, dumps: Callable[[Any], bytes]
-                       ) -> tuple[str, str | None, Exception] | None:
-    """Why a notebook function cannot be pickled, when a notebook variable it uses is to blame:
-    (the variable's name, the notebook function that uses it if not ``func`` itself, the
-    error). None if every variable it uses pickles with ``dumps``.
-
-    Only functions of the notebook (``__main__``) are searched: cloudpickle sends them with the
-    variables they use, while an importable function travels by name.
-    """
-    seen: set[int] = set()
-
-    def search(function, via: str | None):
-        globals_ = getattr(function, "__globals__", None)
-        code = getattr(function, "__code__", None)
-        if globals_ is None or code is None or id(function) in seen \
-                or getattr(function, "__module__", None) != "__main__":
-            return None
-        seen.add(id(function))
-        for name in _global_names(code):
-            if name not in globals_:
-                continue  # a builtin, or an attribute name
-            try:
-                dumps(globals_[name])
-            except Exception as exc:
-                # a notebook function that cannot be pickled: blame what it uses, if it can
-                return search(globals_[name], name) or (name, via, exc)
-        return None
-
-    return search(func, None)
-
-
-def _global_names(code) -> list[str]:
-    """The names a code object and the functions, lambdas and comprehensions in it may read
-    as globals, in order of first use."""
-    names = dict.fromkeys(code.co_names)
-    for const in code.co_consts:
-        if hasattr(const, "co_names"):
-            names.update(dict.fromkeys(_global_names(const)))
-    return list(names)
-
-
 class CellTask:
     """The cell's function plus its source, so a worker's traceback can show the cell's lines.
 

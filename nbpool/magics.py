@@ -261,11 +261,11 @@ def _unpicklable_variable_error(func, magic: str):
     """A TaskPicklingError naming the notebook variable that kept ``func`` from being sent to
     the workers, or None if no variable is to blame. Only called once pickling failed: it
     pickles each variable the function uses once more."""
-    from .engine.errors import TaskPicklingError, safe_str
-    from .engine.serialization import dumps
+    from .engine.errors import TaskPicklingError, describe_exception
+    from .engine.serialization import unpicklable_global
 
     in_cell = isinstance(func, cellcode.CellTask)
-    found = cellcode.unpicklable_global(func.func if in_cell else func, dumps)
+    found = unpicklable_global(func.func if in_cell else func)
     if found is None:
         return None
     name, via, exc = found
@@ -274,7 +274,7 @@ def _unpicklable_variable_error(func, magic: str):
     through = f" (through {via})" if via else ""
     return TaskPicklingError(
         f"{magic}: {user} uses the notebook variable {name!r}{through}, which cannot be sent to "
-        f"the workers ({type(exc).__name__}: {safe_str(exc)}). Each worker gets a copy of the "
+        f"the workers ({describe_exception(exc)}). Each worker gets a copy of the "
         f"notebook variables it uses: create this one inside the {where} instead.")
 
 

@@ -584,6 +584,44 @@ def _check(result: subprocess.CompletedProcess) -> str:
     return result.stdout
 
 
+UNPICKLABLE_GLOBAL_SCRIPT = """
+import sys, threading
+from nbpool import WorkerPool
+from nbpool.engine.errors import TaskPicklingError
+
+lock = threading.Lock()
+
+def holds_lock(x):
+    with lock:
+        return x
+
+def calls_it(x):
+    return holds_lock(x) + 1
+
+with WorkerPool(2, start_method=sys.argv[1]) as pool:
+    for func in (holds_lock, calls_it):
+        try:
+            pool.map(func, range(4))
+        except TaskPicklingError as exc:
+            print(exc)
+"""
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_an_unpicklable_global_is_named(start_method):
+    """A function of __main__ (a notebook cell, a script) travels with the globals it uses:
+    the error names the one that cannot be pickled, and the function that uses it."""
+    lines = _check(_run_script(UNPICKLABLE_GLOBAL_SCRIPT, start_method)).splitlines()
+    assert lines == [
+        "the function __main__.holds_lock could not be pickled to send it to the workers: it uses the "
+        "global variable 'lock', which cannot be pickled: TypeError: cannot pickle "
+        "'_thread.lock' object",
+        "the function __main__.calls_it could not be pickled to send it to the workers: it uses the "
+        "global variable 'lock' (through holds_lock), which cannot be pickled: TypeError: "
+        "cannot pickle '_thread.lock' object",
+    ], lines
+
+
 # -- (6) KeyboardInterrupt -----------------------------------------------------------------
 INTERRUPT_SCRIPT = """
 import os, sys, time

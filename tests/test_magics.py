@@ -216,19 +216,19 @@ def test_return_and_yield_in_a_function_of_the_body_are_its_own():
 def test_the_notebook_variable_that_cannot_be_pickled():
     import threading
 
-    from nbpool.engine.serialization import dumps
+    from nbpool.engine.serialization import unpicklable_global
 
     namespace = {"__name__": "__main__", "scale": 2, "lock": threading.Lock()}
     exec("def locked(v):\n    with lock:\n        return v * scale\n", namespace)
     header = cellcode.LoopHeader("x", "xs")
     direct = cellcode.loop_body_function(header, "[lock.locked() for _ in x]\n", namespace, "<c>")
-    name, via, error = cellcode.unpicklable_global(direct, dumps)
+    name, via, error = unpicklable_global(direct)
     assert (name, via, type(error)) == ("lock", None, TypeError)
     through = cellcode.loop_body_function(header, "y = scale\nlocked(x + y)\n", namespace, "<c>")
-    assert cellcode.unpicklable_global(through, dumps)[:2] == ("lock", "locked")
+    assert unpicklable_global(through)[:2] == ("lock", "locked")
     fine = cellcode.loop_body_function(header, "x * scale\n", namespace, "<c>")
-    assert cellcode.unpicklable_global(fine, dumps) is None
-    assert cellcode.unpicklable_global(threading.Thread.start, dumps) is None  # not a notebook's
+    assert unpicklable_global(fine) is None
+    assert unpicklable_global(threading.Thread.start) is None  # not a notebook's
 
 
 def test_the_function_form_needs_exactly_one_function():

@@ -10,6 +10,8 @@ from typing import Any
 
 import cloudpickle
 
+from .serialization import unpicklable_global
+
 # nbpool's own frames (the worker loop, the %%pmap cell wrapper) are hidden from tracebacks
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
@@ -166,6 +168,14 @@ def task_failure(
 def unpicklable_function(func, exc: BaseException, to: str) -> TaskPicklingError:
     """The error for a function that cannot be pickled to send it ``to`` its worker(s)
     (raise it ``from exc``)."""
+    found = unpicklable_global(getattr(func, "func", func))  # a partial's (or a cell's) own
+    if found is not None:  # name the global variable to blame, and the error it gives
+        name, via, exc = found
+        through = f" (through {via})" if via else ""
+        return TaskPicklingError(
+            f"the function {describe_callable(func)} could not be pickled to send it to {to}: "
+            f"it uses the global variable {name!r}{through}, which cannot be pickled: "
+            f"{describe_exception(exc)}")
     return TaskPicklingError(
         f"the function {describe_callable(func)} could not be pickled to send it to {to}: "
         f"{describe_exception(exc)}")
