@@ -613,12 +613,12 @@ def test_an_unpicklable_global_is_named(start_method):
     the error names the one that cannot be pickled, and the function that uses it."""
     lines = _check(_run_script(UNPICKLABLE_GLOBAL_SCRIPT, start_method)).splitlines()
     assert lines == [
-        "the function __main__.holds_lock could not be pickled to send it to the workers: it uses the "
-        "global variable 'lock', which cannot be pickled: TypeError: cannot pickle "
+        "the function __main__.holds_lock could not be pickled to send it to the workers: it "
+        "uses the global variable 'lock', which cannot be pickled: TypeError: cannot pickle "
         "'_thread.lock' object",
-        "the function __main__.calls_it could not be pickled to send it to the workers: it uses the "
-        "global variable 'lock' (through holds_lock), which cannot be pickled: TypeError: "
-        "cannot pickle '_thread.lock' object",
+        "the function __main__.calls_it could not be pickled to send it to the workers: it "
+        "uses the global variable 'lock' (through holds_lock), which cannot be pickled: "
+        "TypeError: cannot pickle '_thread.lock' object",
     ], lines
 
 

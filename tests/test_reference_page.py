@@ -205,7 +205,8 @@ def test_make_single_arguments_list():
     assert isinstance(wrapped, list)
     assert wrapped == [(d,) for d in dicts]
     with WorkerPool(n_jobs=4) as pool:
-        results = [r for r in pool.imap(multiply_dict, make_single_arguments(dicts, generator=False))]
+        results = [r for r in pool.imap(multiply_dict,
+                                        make_single_arguments(dicts, generator=False))]
     assert results == [i * (100 + i) for i in range(20)]
 
 
@@ -276,7 +277,8 @@ def test_task_chunking_unknown_length_uses_chunk_size_1():
 
 
 def test_task_chunking_n_splits_4_gives_4_chunks():
-    results, sizes = observed_chunk_sizes(((x,) for x in range(1000)), iterable_len=1000, n_splits=4)
+    results, sizes = observed_chunk_sizes(((x,) for x in range(1000)), iterable_len=1000,
+                                          n_splits=4)
     assert results == [x * x for x in range(1000)]
     assert sizes == [250] * 4
 
@@ -308,7 +310,8 @@ def test_chunk_tasks_outputs_as_printed():
     ]
     # the printed form, character for character
     assert str(list(chunk_tasks(range(10), n_splits=3))) == "[(0, 1, 2, 3), (4, 5, 6), (7, 8, 9)]"
-    assert str(list(chunk_tasks(range(10), chunk_size=2.5))) == "[(0, 1, 2), (3, 4), (5, 6, 7), (8, 9)]"
+    assert str(list(chunk_tasks(range(10), chunk_size=2.5))) == (
+        "[(0, 1, 2), (3, 4), (5, 6, 7), (8, 9)]")
     assert str(list(chunk_tasks((x for x in range(10)), iterable_len=10, n_splits=6))) == (
         "[(0, 1), (2, 3), (4,), (5, 6), (7, 8), (9,)]"
     )

@@ -89,8 +89,8 @@ def bury_dead_forkserver() -> int | None:
     """After a forkserver start failed: if the forkserver has ended, reap and forget it.
 
     Returns its exit code (negative: the signal that killed it), or None if it still runs
-    (or is not this process's child). The failure (EOF on its socket) comes as it closes its files, a moment
-    before it can be reaped: wait up to ``HELPER_DEATH_WAIT`` for that.
+    (or is not this process's child). The failure (EOF on its socket) comes as it closes its
+    files, a moment before it can be reaped: wait up to ``HELPER_DEATH_WAIT`` for that.
     """
     forkserver = sys.modules.get("multiprocessing.forkserver")
     server = getattr(forkserver, "_forkserver", None)

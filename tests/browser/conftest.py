@@ -131,7 +131,8 @@ def _start_server(home: Path) -> LabServer:
     })
     settings = home / "lab-settings"
     # without this a "get notified about Jupyter news?" toast covers the screenshots
-    _write_json(settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings",
+    _write_json(settings / "@jupyterlab" / "apputils-extension"
+                / "notification.jupyterlab-settings",
                 {"fetchNews": "false", "checkForUpdates": False})
     # start the notebook's kernel without a "Select Kernel" dialog, and keep every cell in the
     # DOM, whatever the viewport shows
