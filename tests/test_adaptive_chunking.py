@@ -7,6 +7,7 @@ after every chunk and its worker_exit reports how many tasks that chunk held, in
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from fractions import Fraction
 
@@ -103,9 +104,38 @@ def test_adaptive_sizes_keep_enough_work_per_chunk_for_tiny_tasks():
     sizes = adaptive_sizes(Fraction(1000), 100_000, 2, meter)
     ramp = list(itertools.islice(sizes, 10))
     assert ramp == [2**i for i in range(10)]
-    # 1000 tasks took 1 ms of the workers' time: 2000 tasks make MIN_CHUNK_SECONDS (2 ms)
+    # 1000 tasks took 1 ms of the workers' time: chunks take a quarter of what is left
+    # (TARGET_CHUNK_SECONDS would be 100,000 tasks), but never less than the 2,000 tasks
+    # that make MIN_CHUNK_SECONDS (2 ms), not even at the very end
     meter.add(1000, 0.001)
-    assert list(itertools.islice(sizes, 40)) == [2000] * 40
+    given = sum(ramp)
+    grown = []
+    while given < 100_000:
+        grown.append(next(sizes))
+        given += grown[-1]
+    assert grown[0] == math.ceil((100_000 - sum(ramp)) / 4)
+    assert grown == sorted(grown, reverse=True)
+    assert grown[-3:] == [2000] * 3
+    assert len(grown) < 20
+
+
+def test_adaptive_chunks_of_millisecond_tasks_hold_a_tenth_of_a_second_then_shrink():
+    """Each chunk costs the busy workers ~0.5 ms of wall time: 1 ms tasks go 100 to a chunk
+    (not the regular 16), yet the last chunks still shrink for an even finish."""
+    meter = WorkMeter()
+    sizes = adaptive_sizes(Fraction(2000, 128), 2000, 2, meter)
+    ramp = list(itertools.islice(sizes, 4))
+    assert ramp == [1, 2, 4, 8]
+    meter.add(7, 0.007)
+    given = sum(ramp)
+    drawn = []
+    while given < 2000:
+        drawn.append(next(sizes))
+        given += drawn[-1]
+    assert drawn[:5] == [100] * 5
+    assert drawn == sorted(drawn, reverse=True)
+    assert drawn[-1] == 2  # MIN_CHUNK_SECONDS
+    assert len(drawn) < 45  # the regular plan: 128 chunks
 
 
 def test_adaptive_chunks_of_cheap_tasks_grow_to_an_even_split_of_what_is_left():
