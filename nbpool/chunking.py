@@ -8,8 +8,8 @@ Automatic chunking (no ``chunk_size``, no ``n_splits``) adapts the sizes while t
 (``adaptive_sizes``): the first chunks hold 1, 2, 4, ... tasks, so the first results come
 back after one task instead of a whole chunk; chunks then grow to ~0.1 s of work, so that
 each is worth its message and the parent's wakeup; and the last ones shrink as the work runs
-out, so that the workers finish together. Explicit sizes, numpy blocks and ``order_tasks`` (where chunk boundaries are
-visible) keep the documented sizes exactly.
+out, so that the workers finish together. Explicit sizes, numpy blocks and ``order_tasks``
+(where chunk boundaries are visible) keep the documented sizes exactly.
 """
 
 from __future__ import annotations
