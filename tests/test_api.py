@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import os
+import sys
 import threading
 import time
 import uuid
@@ -498,6 +499,36 @@ def test_threading_workers_stop_cleanly_every_time():
     for _ in range(100):
         with WorkerPool(n_jobs=2, start_method="threading") as pool:
             assert pool.map(_double, range(10)) == [x * 2 for x in range(10)]
+
+
+def _print_lines(worker_id, n):
+    for k in range(n):
+        print(f"line {worker_id} {k}")
+    print("unfinished", end="")
+    return worker_id
+
+
+@pytest.mark.startmethod
+def test_threading_workers_print_whole_lines(capsys):
+    """Threads share sys.stdout, and print writes a line's text and its newline separately:
+    two workers printing at once used to give 'line 0 5line 1 7'. Each worker thread's lines
+    are now written whole, the streams are put back afterwards, and a last unfinished line
+    is written when the worker ends."""
+    stdout_before = sys.stdout
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns often, as under load: lines would mix
+    try:
+        with WorkerPool(n_jobs=4, start_method="threading", pass_worker_id=True) as pool:
+            pool.map(_print_lines, [300] * 8, chunk_size=1)
+    finally:
+        sys.setswitchinterval(switch_interval)
+    assert sys.stdout is stdout_before
+    out = capsys.readouterr().out
+    lines = out.replace("unfinished", "").splitlines()
+    assert all(line.startswith("line ") and len(line.split()) == 3 for line in lines), [
+        line for line in lines if not (line.startswith("line ") and len(line.split()) == 3)][:5]
+    assert len(lines) == 8 * 300
+    assert out.count("unfinished") == 8
 
 
 # ---- setters ----------------------------------------------------------------------------------

@@ -4,12 +4,16 @@ In a worker whose root process is a Jupyter kernel, ``sys.stdout``/``sys.stderr`
 ``RelayStream``s: each finished line goes to the parent as one ``OUTPUT`` message and the parent
 writes it to its own stream, from the thread that runs the cell. Output written straight to
 file descriptors 1 and 2 (C extensions, subprocesses) is not seen here.
+
+Threading workers share the process's streams; while any runs, those become ``ThreadLines``,
+which write each worker thread's lines whole (see ``track_worker_thread``).
 """
 
 from __future__ import annotations
 
 import io
 import sys
+import threading
 from typing import Callable
 
 from .protocol import OUTPUT
@@ -120,3 +124,84 @@ def flush_parent_streams() -> None:
             target.flush()
         except (OSError, ValueError):  # closed, or a broken pipe: nothing more to do
             pass
+
+
+# -- threading workers ------------------------------------------------------------------------
+class ThreadLines:
+    """``sys.stdout``/``sys.stderr`` while threading workers run.
+
+    ``print`` writes its text and its newline in two calls, so two worker threads printing at
+    once could mix within a line ('hello 0hello 1'). A worker thread's text is kept until its
+    line ends, then written whole; other threads write straight through. Everything else is
+    the wrapped stream's (ipykernel's, a terminal's).
+    """
+
+    def __init__(self, target):
+        self.target = target
+        self._pending: dict[int, list[str]] = {}  # worker thread -> text of its unfinished line
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        pending = self._pending.get(threading.get_ident())
+        if pending is None:
+            return self.target.write(text)
+        end = text.rfind("\n")
+        if end < 0:
+            pending.append(text)
+            return len(text)
+        pending.append(text[: end + 1])
+        whole = "".join(pending)
+        pending.clear()
+        if end + 1 < len(text):
+            pending.append(text[end + 1:])
+        with self._lock:
+            self.target.write(whole)
+        return len(text)
+
+    def flush(self) -> None:
+        self._write_pending(threading.get_ident())
+        self.target.flush()
+
+    def _write_pending(self, ident: int) -> None:
+        pending = self._pending.get(ident)
+        if pending:
+            text = "".join(pending)
+            pending.clear()
+            with self._lock:
+                self.target.write(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self.target, name)
+
+
+_threads_lock = threading.Lock()
+_thread_streams: dict[str, ThreadLines] = {}  # stream name -> the ThreadLines installed
+
+
+def track_worker_thread() -> None:
+    """Called by a threading worker as it starts: its lines are written whole from now on."""
+    ident = threading.get_ident()
+    with _threads_lock:
+        for name in ("stdout", "stderr"):
+            stream = _thread_streams.get(name)
+            if stream is None or getattr(sys, name) is not stream:
+                current = getattr(sys, name)
+                if current is None:
+                    continue
+                stream = _thread_streams[name] = ThreadLines(current)
+                setattr(sys, name, stream)
+            stream._pending[ident] = []
+
+
+def untrack_worker_thread() -> None:
+    """Called by a threading worker as it ends: writes its unfinished line, and puts the
+    streams back once no worker thread is left (unless someone replaced them meanwhile)."""
+    ident = threading.get_ident()
+    with _threads_lock:
+        for name, stream in list(_thread_streams.items()):
+            stream._write_pending(ident)
+            stream._pending.pop(ident, None)
+            if not stream._pending:
+                del _thread_streams[name]
+                if getattr(sys, name) is stream:
+                    setattr(sys, name, stream.target)

@@ -531,7 +531,9 @@ def worker_main(conn, start_data: tuple | ByValue, in_thread: bool = False) -> N
             _report_unloadable_start(conn, start_data.error)
             return
         stats_block, setup = start_data
-        if not in_thread:
+        if in_thread:
+            output.track_worker_thread()  # its lines are written whole, not mixed with others'
+        else:
             _prepare_process(setup)
         worker = Worker(conn, stats_block, setup, in_thread)
         upstream.become_worker(worker.relay if setup.relay else None, in_thread)
@@ -552,6 +554,8 @@ def worker_main(conn, start_data: tuple | ByValue, in_thread: bool = False) -> N
             # what is printed from here on (an uncaught error's traceback) must not go to
             # the connection closed below
             output.uninstall()
+        else:  # before the connection closes: the pool may return as soon as it has
+            output.untrack_worker_thread()
         if worker is not None:
             worker.put(Field.STATUS, Status.STOPPED)
             worker.put(Field.PHASE_START, 0.0)
