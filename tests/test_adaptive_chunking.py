@@ -99,6 +99,15 @@ def test_adaptive_sizes_cover_the_input_and_follow_the_measurements():
     assert given == 10_000
 
 
+def _draw_the_rest(sizes, given: int, n_tasks: int) -> list[int]:
+    """The sizes drawn after ``given`` tasks until all ``n_tasks`` are covered."""
+    drawn = []
+    while given < n_tasks:
+        drawn.append(next(sizes))
+        given += drawn[-1]
+    return drawn
+
+
 def test_adaptive_sizes_keep_enough_work_per_chunk_for_tiny_tasks():
     meter = WorkMeter()
     sizes = adaptive_sizes(Fraction(1000), 100_000, 2, meter)
@@ -108,11 +117,7 @@ def test_adaptive_sizes_keep_enough_work_per_chunk_for_tiny_tasks():
     # (TARGET_CHUNK_SECONDS would be 100,000 tasks), but never less than the 2,000 tasks
     # that make MIN_CHUNK_SECONDS (2 ms), not even at the very end
     meter.add(1000, 0.001)
-    given = sum(ramp)
-    grown = []
-    while given < 100_000:
-        grown.append(next(sizes))
-        given += grown[-1]
+    grown = _draw_the_rest(sizes, sum(ramp), 100_000)
     assert grown[0] == math.ceil((100_000 - sum(ramp)) / 4)
     assert grown == sorted(grown, reverse=True)
     assert grown[-3:] == [2000] * 3
@@ -127,11 +132,7 @@ def test_adaptive_chunks_of_millisecond_tasks_hold_a_tenth_of_a_second_then_shri
     ramp = list(itertools.islice(sizes, 4))
     assert ramp == [1, 2, 4, 8]
     meter.add(7, 0.007)
-    given = sum(ramp)
-    drawn = []
-    while given < 2000:
-        drawn.append(next(sizes))
-        given += drawn[-1]
+    drawn = _draw_the_rest(sizes, sum(ramp), 2000)
     assert drawn[:5] == [100] * 5
     assert drawn == sorted(drawn, reverse=True)
     assert drawn[-1] == 2  # MIN_CHUNK_SECONDS

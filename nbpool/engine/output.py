@@ -59,9 +59,22 @@ class RelayStream(io.TextIOBase):
         if text:
             self._buffer.append(text)
             self._size += len(text)
-            if "\n" in text or self._size >= FLUSH_BYTES:
+            if self._size >= FLUSH_BYTES:
                 self.flush()
+            elif "\n" in text:
+                self._send_finished_lines()
         return len(text)
+
+    def _send_finished_lines(self) -> None:
+        """Sends up to the last line end; the unfinished rest waits for its own ('a\nb' sent
+        whole would let another writer's text follow 'b' before its newline)."""
+        text = "".join(self._buffer)
+        end = text.rfind("\n") + 1
+        self._buffer.clear()
+        if end < len(text):
+            self._buffer.append(text[end:])
+        self._size = len(text) - end
+        self._send((OUTPUT, self.stream_name, text[:end]))
 
     def flush(self) -> None:
         if self._buffer:
@@ -131,44 +144,42 @@ class ThreadLines:
     """``sys.stdout``/``sys.stderr`` while threading workers run.
 
     ``print`` writes its text and its newline in two calls, so two worker threads printing at
-    once could mix within a line ('hello 0hello 1'). A worker thread's text is kept until its
-    line ends, then written whole; other threads write straight through. Everything else is
-    the wrapped stream's (ipykernel's, a terminal's).
+    once could mix within a line ('hello 0hello 1'). Each worker thread writes through a
+    ``RelayStream`` of its own, which holds its text until a line ends and then hands it over
+    whole; other threads write straight through. Everything else is the wrapped stream's
+    (ipykernel's, a terminal's).
     """
 
     def __init__(self, target):
         self.target = target
-        self._pending: dict[int, list[str]] = {}  # worker thread -> text of its unfinished line
+        self._relays: dict[int, RelayStream] = {}  # worker thread -> its line buffer
         self._lock = threading.Lock()
 
-    def write(self, text: str) -> int:
-        pending = self._pending.get(threading.get_ident())
-        if pending is None:
-            return self.target.write(text)
-        end = text.rfind("\n")
-        if end < 0:
-            pending.append(text)
-            return len(text)
-        pending.append(text[: end + 1])
-        whole = "".join(pending)
-        pending.clear()
-        if end + 1 < len(text):
-            pending.append(text[end + 1:])
+    def _write_whole(self, message: tuple) -> None:
+        _, _, text = message
         with self._lock:
-            self.target.write(whole)
-        return len(text)
+            self.target.write(text)
+
+    def track(self, ident: int) -> None:
+        self._relays[ident] = RelayStream("thread", self._write_whole)
+
+    def untrack(self, ident: int) -> None:
+        """Writes the thread's unfinished line and forgets the thread."""
+        relay = self._relays.pop(ident, None)
+        if relay is not None:
+            relay.flush()
+
+    def write(self, text: str) -> int:
+        relay = self._relays.get(threading.get_ident())
+        if relay is None:
+            return self.target.write(text)
+        return relay.write(text)
 
     def flush(self) -> None:
-        self._write_pending(threading.get_ident())
+        relay = self._relays.get(threading.get_ident())
+        if relay is not None:
+            relay.flush()
         self.target.flush()
-
-    def _write_pending(self, ident: int) -> None:
-        pending = self._pending.get(ident)
-        if pending:
-            text = "".join(pending)
-            pending.clear()
-            with self._lock:
-                self.target.write(text)
 
     def __getattr__(self, name: str):
         return getattr(self.target, name)
@@ -190,7 +201,7 @@ def track_worker_thread() -> None:
                     continue
                 stream = _thread_streams[name] = ThreadLines(current)
                 setattr(sys, name, stream)
-            stream._pending[ident] = []
+            stream.track(ident)
 
 
 def untrack_worker_thread() -> None:
@@ -199,9 +210,8 @@ def untrack_worker_thread() -> None:
     ident = threading.get_ident()
     with _threads_lock:
         for name, stream in list(_thread_streams.items()):
-            stream._write_pending(ident)
-            stream._pending.pop(ident, None)
-            if not stream._pending:
+            stream.untrack(ident)
+            if not stream._relays:
                 del _thread_streams[name]
                 if getattr(sys, name) is stream:
                     setattr(sys, name, stream.target)
