@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from multiprocessing.connection import Pipe
 from multiprocessing.connection import wait as wait_for
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
-from . import codec, errors, output, shm, start_methods
+from . import codec, errors, lifeline, output, shm, start_methods
 from .protocol import (
     APPLY,
     EXIT,
@@ -189,6 +189,28 @@ class WorkerSlot:
         return getattr(self.handle, "sentinel", None)
 
 
+@dataclass
+class _Launch:
+    """A worker made ready to start (see ``Engine._start_workers``)."""
+
+    worker_id: int
+    method: str
+    setup: WorkerSetup
+    handle: Any  # multiprocessing.Process or threading.Thread, not started yet
+    channel: Channel
+    child_conn: Any
+
+    def close_child_end(self) -> None:
+        """The child's end, once the child has its own copy (or will never start)."""
+        lifeline.forget_end(self.child_conn)
+        self.child_conn.close()
+
+    def discard(self) -> None:
+        """For a worker that did not start."""
+        self.channel.close()
+        self.close_child_end()
+
+
 class Engine:
     """Owns the workers of one pool."""
 
@@ -241,12 +263,43 @@ class Engine:
         self.stats.reset()
         self.last_states = {}
         self._start_segment.refresh()
-        for worker_id in range(self.n_jobs):
-            self._start_worker(worker_id)
+        self._start_workers(range(self.n_jobs))
 
-    def _start_worker(self, worker_id: int) -> WorkerSlot:
-        args = self._setup_args
+    def _start_workers(self, worker_ids: Iterable[int]) -> None:
+        """Prepares every worker first, then starts them back to back, then registers them.
+
+        Between forks the parent's memory is shared with the children forked so far, and
+        each page it writes then is copied (~2.4 us here, against ~0.9 us once no child
+        shares it): preparing one worker between two forks cost ~250 such copies.
+        """
         method = start_methods.resolve(self.start_method)
+        launches: list[_Launch] = []
+        try:
+            for worker_id in worker_ids:
+                launches.append(self._prepare_worker(worker_id, method))
+        except BaseException:
+            for launch in launches:
+                launch.discard()
+            raise
+        started = 0
+        try:
+            with start_methods.quiet_fork(method, explicit=self.start_method == "fork"), \
+                    start_methods.hide_main(method):
+                for launch in launches:
+                    self._launch(launch)
+                    started += 1
+        except BaseException as exc:
+            for launch in launches[started + 1:]:
+                launch.discard()
+            for launch in launches[:started]:
+                self._adopt(launch)
+            if started < len(launches):
+                self._explain_start_failure(launches[started], exc)
+            raise
+        for launch in launches:
+            self._adopt(launch)
+
+    def _prepare_worker(self, worker_id: int, method: str) -> "_Launch":
         cpu_ids = self.cpu_ids[worker_id] if self.cpu_ids else None
         setup = WorkerSetup(
             worker_id=worker_id,
@@ -258,12 +311,13 @@ class Engine:
             die_with_parent=(method == "forkserver"
                              or threading.current_thread() is threading.main_thread()),
             parent_pid=0 if method == "forkserver" else os.getpid(),
-            **args,
+            **self._setup_args,
         )
         parent_conn, child_conn = Pipe(duplex=True)
         channel = Channel(parent_conn)  # registered before a fork, which must close it
+        if method == "fork":  # the workers forked before this one's start must close it too
+            lifeline.close_in_forked_workers(child_conn)
         self.stats.set(worker_id, Field.STATUS, Status.STARTING)
-        self.stats.set(worker_id, Field.STARTED_AT, time.monotonic())
         self.stats.set(worker_id, Field.PHASE_START, 0.0)
         self.stats.set(worker_id, Field.CURRENT_TASK, -1)
         self.stats.set(worker_id, Field.RUNNING_CHUNK, 0)
@@ -275,10 +329,7 @@ class Engine:
                 name=f"nbpool-Worker-{worker_id}",
                 daemon=True,
             )
-            handle.start()
-            self.method_used = method
         else:
-            context = start_methods.get_context(method)
             # one pickle for both, so a shared-memory arena they share travels once
             start_data = (self.stats_block, setup)
             if method == "fork":
@@ -287,41 +338,49 @@ class Engine:
                 payload = StartPayload(start_data, self._start_segment)
             else:
                 payload = ByValue(start_data)
-            handle = context.Process(
+            handle = start_methods.get_context(method).Process(
                 target=worker_main,
                 args=(child_conn, payload),
                 name=f"nbpool-Worker-{worker_id}",
                 daemon=self.daemon,
             )
-            # a tracker that an earlier start launched may have died as that worker did
-            # (both are new interpreters): multiprocessing would relaunch it with a warning
-            start_methods.bury_dead_tracker(self._launched_tracker)
-            tracker = start_methods.tracker_pid()
-            try:
-                with start_methods.quiet_fork(method, explicit=self.start_method == "fork"), \
-                        start_methods.hide_main(method):
-                    handle.start()
-            except BaseException as exc:
-                channel.close()
-                self._note_new_tracker(tracker)
-                if method == "forkserver" and isinstance(exc, (EOFError, OSError)):
-                    self._raise_if_forkserver_died(worker_id, exc)
-                part = _unpicklable_part(setup, exc)
-                if part is not None:
-                    raise errors.TaskPicklingError(
-                        f"{part} could not be pickled to start Worker-{worker_id} (start method "
-                        f"{method!r}): {errors.describe_exception(exc)}") from exc
-                raise
-            finally:
-                child_conn.close()
+        return _Launch(worker_id, method, setup, handle, channel, child_conn)
+
+    def _launch(self, launch: "_Launch") -> None:
+        self.stats.set(launch.worker_id, Field.STARTED_AT, time.monotonic())
+        if launch.method == "threading":
+            launch.handle.start()
+            return
+        # a tracker that an earlier start launched may have died as that worker did
+        # (both are new interpreters): multiprocessing would relaunch it with a warning
+        start_methods.bury_dead_tracker(self._launched_tracker)
+        tracker = start_methods.tracker_pid()
+        try:
+            launch.handle.start()
+        finally:
             self._note_new_tracker(tracker)
-            self.method_used = method
-        slot = WorkerSlot(worker_id, method, handle, channel)
-        self.slots[worker_id] = slot
+
+    def _adopt(self, launch: "_Launch") -> None:
+        """A started worker becomes a slot the event loop watches."""
+        if launch.method != "threading":
+            launch.close_child_end()
+        self.method_used = launch.method
+        slot = WorkerSlot(launch.worker_id, launch.method, launch.handle, launch.channel)
+        self.slots[launch.worker_id] = slot
         self.selector.register(slot.channel.fd, selectors.EVENT_READ, ("conn", slot))
         if slot.sentinel is not None:
             self.selector.register(slot.sentinel, selectors.EVENT_READ, ("sentinel", slot))
-        return slot
+
+    def _explain_start_failure(self, launch: "_Launch", exc: BaseException) -> None:
+        """Raises a clearer error than ``exc`` for a worker that could not start, if known."""
+        launch.discard()
+        if launch.method == "forkserver" and isinstance(exc, (EOFError, OSError)):
+            self._raise_if_forkserver_died(launch.worker_id, exc)
+        part = _unpicklable_part(launch.setup, exc)
+        if part is not None:
+            raise errors.TaskPicklingError(
+                f"{part} could not be pickled to start Worker-{launch.worker_id} (start "
+                f"method {launch.method!r}): {errors.describe_exception(exc)}") from exc
 
     def _note_new_tracker(self, before: int | None) -> None:
         """Remembers a resource tracker that a worker's start launched (spawn and forkserver
@@ -368,7 +427,7 @@ class Engine:
         for worker_id, slot in enumerate(self.slots):
             if slot is None or slot.gone:
                 self._start_segment.refresh()  # the objects as they are now, as a fork would
-                self._start_worker(worker_id)
+                self._start_workers([worker_id])
                 restarts = self.stats.get(worker_id, Field.RESTARTS)
                 self.stats.set(worker_id, Field.RESTARTS, restarts + 1)
 

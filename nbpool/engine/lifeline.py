@@ -4,8 +4,11 @@ A worker learns that its parent is gone when its connection reports EOF, but onl
 tasks, and only if no process holds a copy of the parent's end of that connection. So:
 
 - a forked worker closes the copies of the parent's connection ends it inherited (its own,
-  and those of the workers started before it); with them open, a parent killed by the OOM
-  killer or ``kill -9`` left its forked workers waiting for work forever;
+  and those of the other workers); with them open, a parent killed by the OOM killer or
+  ``kill -9`` left its forked workers waiting for work forever. It also closes the child
+  ends of the workers forked after it in the same batch (the parent makes every connection
+  before the first fork), which would otherwise keep their connections open past their
+  deaths;
 - on Linux the kernel kills a worker when its parent dies (``PR_SET_PDEATHSIG``), even in
   the middle of a task.
 """
@@ -19,31 +22,35 @@ import sys
 import weakref
 
 _PR_SET_PDEATHSIG = 1
-# the parent's ends of worker connections (Connection and socket objects)
-_parent_ends: "weakref.WeakSet" = weakref.WeakSet()
+# the parent's ends of worker connections (Connection and socket objects), and the child
+# ends of workers about to be forked
+_ends_for_forked_workers: "weakref.WeakSet" = weakref.WeakSet()
 
 
-def register_parent_end(conn) -> None:
-    _parent_ends.add(conn)
+def close_in_forked_workers(conn) -> None:
+    _ends_for_forked_workers.add(conn)
 
 
-def forget_parent_end(conn) -> None:
-    _parent_ends.discard(conn)
+def forget_end(conn) -> None:
+    _ends_for_forked_workers.discard(conn)
 
 
-def close_inherited_parent_ends() -> None:
-    """In a forked worker: close the copies of the parent's connection ends.
+def close_inherited_ends(keep) -> None:
+    """In a forked worker: close the copies of the connection ends that are not its own
+    (``keep``).
 
     Closed through their Connection objects, which this process inherited too: closing
     the bare fds would let those objects close the numbers again later, by then perhaps
     another file's.
     """
-    for conn in list(_parent_ends):
+    for conn in list(_ends_for_forked_workers):
+        if conn is keep:
+            continue
         try:
             conn.close()
         except OSError:
             pass
-    _parent_ends.clear()  # a nested pool in this worker starts its own list
+    _ends_for_forked_workers.clear()  # a nested pool in this worker starts its own list
 
 
 def release_forkserver() -> None:

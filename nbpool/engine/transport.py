@@ -19,7 +19,7 @@ import struct
 from collections import deque
 
 from . import shm
-from .lifeline import forget_parent_end, register_parent_end
+from .lifeline import close_in_forked_workers, forget_end
 
 _SHORT = struct.Struct("!i")
 _LONG = struct.Struct("!Q")
@@ -76,11 +76,11 @@ class Channel:
         self.conn = conn
         self.fd = conn.fileno()
         os.set_blocking(self.fd, False)
-        register_parent_end(conn)  # forked workers close their copies of it
+        close_in_forked_workers(conn)  # forked workers close their copies of it
         self.sock = _socket_of(conn)
         if self.sock is not None:
             self.sock.setblocking(False)
-            register_parent_end(self.sock)  # a second descriptor of the same end
+            close_in_forked_workers(self.sock)  # a second descriptor of the same end
         self._out: deque[list] = deque()  # [memoryview, descriptors to send with it]
         self._header = bytearray()
         self._header_fds: list[int] = []
@@ -190,9 +190,9 @@ class Channel:
         self._body_got = 0
 
     def close(self) -> None:
-        forget_parent_end(self.conn)
+        forget_end(self.conn)
         if self.sock is not None:
-            forget_parent_end(self.sock)
+            forget_end(self.sock)
         for _view, fds in self._out:
             shm.close_all(fds)
         self._out.clear()

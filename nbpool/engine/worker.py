@@ -23,7 +23,7 @@ from functools import partial
 from typing import Any, Callable
 
 from . import codec, errors, output, shm, upstream
-from .lifeline import close_inherited_parent_ends, die_with_parent, release_forkserver
+from .lifeline import close_inherited_ends, die_with_parent, release_forkserver
 from .protocol import (
     APPLY,
     CHUNK,
@@ -482,7 +482,7 @@ class Worker:
                 (TASK_ERROR, job_id, 0, self.failure(error, None, errors.describe_args(args))))
 
 
-def _prepare_process(setup: WorkerSetup) -> None:
+def _prepare_process(setup: WorkerSetup, conn) -> None:
     """Process-wide settings for a worker process (never for a worker thread)."""
     # Ctrl-C and a Jupyter interrupt are for the parent: it stops the workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -491,7 +491,7 @@ def _prepare_process(setup: WorkerSetup) -> None:
     # collector's view: a full collection writes to every object it tracks, and so copied
     # every inherited page (a 200,000-dict heap: +56 MB of private memory per worker).
     gc.freeze()
-    close_inherited_parent_ends()  # nothing to close unless forked from the parent
+    close_inherited_ends(conn)  # nothing to close unless forked from the parent
     release_forkserver()
     if setup.die_with_parent:
         die_with_parent(setup.parent_pid)
@@ -534,7 +534,7 @@ def worker_main(conn, start_data: tuple | ByValue, in_thread: bool = False) -> N
         if in_thread:
             output.track_worker_thread()  # its lines are written whole, not mixed with others'
         else:
-            _prepare_process(setup)
+            _prepare_process(setup, conn)
         worker = Worker(conn, stats_block, setup, in_thread)
         upstream.become_worker(worker.relay if setup.relay else None, in_thread)
         if not in_thread:
