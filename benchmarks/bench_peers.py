@@ -37,9 +37,11 @@ Every timing includes starting and stopping the pool. Workloads:
 For C_arg and C_ret the table adds the parent's peak RSS during the run, above what it
 held before (the input arrays): ``VmHWM`` from /proc, reset before each run (Linux).
 
-Each cell is the median of ``--repeats`` runs (default 3, or 1 with ``--quick``); the order
-of the libraries is shuffled on every repeat to spread drift. A library that fails (or
-exceeds ``--timeout`` seconds) shows an error in its cell; the rest of the run goes on.
+Each cell is the median of ``--repeats`` runs (default 3, or 1 with ``--quick``); S, which
+takes ~10 ms and moves by a few ms with the machine's noise, runs at least ``S_REPEATS``
+times. The order of the libraries is shuffled on every repeat to spread drift. A library
+that fails (or exceeds ``--timeout`` seconds) shows an error in its cell; the rest of the
+run goes on.
 The machine may be small and noisy: read the numbers as rough ratios, nothing here
 asserts on timings.
 
@@ -87,6 +89,7 @@ PEERS = ("mpire", "mp", "ppe", "joblib")
 PEER_TITLES = {"mpire": "mpire", "mp": "mp.Pool", "ppe": "ProcessPoolExecutor", "joblib": "joblib"}
 RSS_WORKLOADS = ("C_arg", "C_ret")
 ALL_WORKLOADS = ("S", "A", "B", "C_arg", "C_ret", "D", "E")
+S_REPEATS = 21  # S is cheap and noisy: its median needs more runs than the others'
 
 
 # The task functions live in bench_tasks.py, a small module that every library pickles by
@@ -658,6 +661,8 @@ def median_or_none(values):
 def fmt_s(v):
     if v is None:
         return "n/a"
+    if v < 0.1:
+        return f"{v:.4f}"
     return f"{v:.3f}" if v < 10 else f"{v:.2f}"
 
 
@@ -824,7 +829,8 @@ def main(argv=None):
     t_start = time.perf_counter()
     for wl in workloads:
         wl.items = wl.build()
-        for rep in range(args.repeats):
+        repeats = max(args.repeats, S_REPEATS) if wl.key == "S" and not args.quick else args.repeats
+        for rep in range(repeats):
             # shuffled, not rotated: rotated, each library always ran right after the same
             # one (nbpool after 'bare', whose children may still be exiting)
             order = random.Random(f"{wl.key}-{rep}").sample(libs, len(libs))
@@ -868,7 +874,8 @@ def main(argv=None):
         methods[lib] = m
     versions = {lib: r.version for lib, r in runners.items()}
 
-    print(f"\n## nbpool vs peers  (n_jobs={N_JOBS}, median of {args.repeats}, "
+    s_note = "" if args.quick or args.repeats >= S_REPEATS else f" ({S_REPEATS} for S)"
+    print(f"\n## nbpool vs peers  (n_jobs={N_JOBS}, median of {args.repeats}{s_note}, "
           f"{'quick' if args.quick else 'full'} sizes)\n")
     print(f"- Python {platform.python_version()} on {platform.platform()}, "
           f"{os.cpu_count()} CPUs")
