@@ -632,6 +632,34 @@ def test_workers_do_not_outlive_a_parent_killed_with_sigkill(method, state):
         proc.stdout.close()
 
 
+
+def _socket_inodes(_):
+    """The unix sockets this worker holds (by inode; each end of a connection has its own)."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:"):
+            inodes.add(target)
+    return os.getpid(), sorted(inodes)
+
+
+@pytest.mark.startmethod
+def test_forked_workers_hold_no_connection_of_another_worker():
+    """Every worker's connection is made before the first fork, so the workers forked first
+    inherit the child ends of those forked after them. They close them: a worker holding
+    another's end would keep that connection open after the other one died."""
+    with WorkerPool(n_jobs=3, start_method="fork") as pool:  # one chunk to each idle worker
+        held = dict(pool.map(_socket_inodes, range(3), chunk_size=1))
+    assert len(held) == 3, held
+    owners: dict[str, list[int]] = {}
+    for pid, inodes in held.items():
+        for inode in inodes:
+            owners.setdefault(inode, []).append(pid)
+    assert all(len(pids) == 1 for pids in owners.values()), owners
+
 def _running(pid: int) -> bool:
     import psutil
 
