@@ -374,6 +374,8 @@ class Engine:
     def _explain_start_failure(self, launch: "_Launch", exc: BaseException) -> None:
         """Raises a clearer error than ``exc`` for a worker that could not start, if known."""
         launch.discard()
+        if launch.method == "threading":
+            return  # nothing was pickled: ``exc`` says it all
         if launch.method == "forkserver" and isinstance(exc, (EOFError, OSError)):
             self._raise_if_forkserver_died(launch.worker_id, exc)
         part = _unpicklable_part(launch.setup, exc)
